@@ -1,0 +1,49 @@
+"""The one place that imports TensorFlow, tf-keras and TFMOT.
+
+TFMOT 0.8.1 only accepts Keras 2 models, and TensorFlow 2.21 hands out Keras 3 unless
+``TF_USE_LEGACY_KERAS=1`` is set before TensorFlow is first imported. Every module that needs
+TensorFlow goes through :func:`tf`, :func:`keras` or :func:`tfmot` so the variable is always set in time.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from functools import cache
+
+from .errors import Unsupported
+
+
+def _prepare_environment() -> None:
+    if "tensorflow" in sys.modules and os.environ.get("TF_USE_LEGACY_KERAS") != "1":
+        raise Unsupported(
+            "TensorFlow was imported before edgecv without TF_USE_LEGACY_KERAS=1; "
+            "set it in the environment or import edgecv first"
+        )
+    os.environ["TF_USE_LEGACY_KERAS"] = "1"
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # C++ info lines drown the progress bars
+
+
+@cache
+def tf():
+    _prepare_environment()
+    import tensorflow
+
+    tensorflow.get_logger().setLevel("ERROR")
+    return tensorflow
+
+
+@cache
+def keras():
+    tf()
+    import tf_keras
+
+    return tf_keras
+
+
+@cache
+def tfmot():
+    keras()
+    import tensorflow_model_optimization
+
+    return tensorflow_model_optimization

@@ -1,0 +1,137 @@
+"""Host benchmark: accuracy, batch-1 latency, parameters, sparsity and size of TFLite and Keras models.
+
+TFLite models go through :mod:`edgecv.runtime`, the same core the device script runs; Keras models are
+timed as a ``tf.function`` on single images so the two can share one table.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import asdict
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from . import __version__
+from . import runtime as rt
+from .config import BenchConfig
+from .data import Dataset
+from .errors import DataError, Unsupported
+from .export import KERAS_SUFFIXES, load_keras
+from .fsutil import captured_stderr
+from .progress import Progress, ProgressFn, ignore
+from .report import Report, StageResult
+
+
+def find_runtime(preferred: str | None = None) -> rt.Runtime:
+    try:
+        return rt.find_runtime(preferred)
+    except rt.RuntimeMissing as e:
+        raise Unsupported(str(e)) from None
+
+
+def test_images(dataset: Dataset, config: BenchConfig) -> tuple[np.ndarray, np.ndarray]:
+    n = config.limit or len(dataset.x_test)
+    return dataset.x_test[:n], dataset.y_test[:n]
+
+
+def benchmark_tflite(
+    path: str | Path, dataset: Dataset, config: BenchConfig = BenchConfig(), on_progress: ProgressFn = ignore,
+    name: str | None = None, runtime: rt.Runtime | None = None,
+) -> StageResult:
+    path = Path(path)
+    x, y = test_images(dataset, config)
+    task = f"benchmark {name or path.stem}"
+    try:
+        with captured_stderr():  # LiteRT's C++ log line ("Created ... delegate") would cut through the bars
+            model = rt.TFLiteModel(path, threads=config.threads, runtime=runtime or find_runtime())
+        record = rt.benchmark_tflite(
+            path, x, y, threads=config.threads, warmup=config.warmup, runs=config.runs, name=name or path.stem,
+            on_step=lambda phase, done, total: on_progress(Progress(task, done, total, phase)), model=model,
+        )
+    except (ValueError, RuntimeError) as e:  # the interpreter's words for a file that is not a model
+        raise DataError(f"{path} is not a runnable TFLite model: {str(e).strip().splitlines()[0]}") from None
+    record["model"] = path.name
+    return StageResult.from_dict(record)
+
+
+def benchmark_keras(
+    model, dataset: Dataset, config: BenchConfig = BenchConfig(), on_progress: ProgressFn = ignore,
+    name: str = "keras", path: str | Path | None = None,
+) -> StageResult:
+    """Keras float: accuracy in batches, latency of single images through a compiled ``tf.function``."""
+    from ._tf import tf
+    from .prune import count_params, model_sparsity
+    from .train import evaluate
+
+    task = f"benchmark {name}"
+    x, y = test_images(dataset, config)
+    on_progress(Progress(task, 0, 2, "accuracy"))
+    accuracy = evaluate(model, x, y)
+    on_progress(Progress(task, 1, 2, "latency"))
+    call = tf().function(lambda t: model(t, training=False))
+    one = [tf().constant(x[i : i + 1].astype(np.float32)) for i in range(min(len(x), 64))]
+    start = time.perf_counter()
+    call(one[0]).numpy()  # first call traces the graph: reported apart
+    first = time.perf_counter() - start
+    for i in range(config.warmup):
+        call(one[i % len(one)]).numpy()
+    times = []
+    for i in range(config.runs):
+        start = time.perf_counter()
+        call(one[i % len(one)]).numpy()
+        times.append(time.perf_counter() - start)
+    latency = rt.summarize(times)
+    latency.update(first_ms=first * 1000, warmup=config.warmup)
+    on_progress(Progress(task, 2, 2, "done"))
+    size = gzip = None
+    if path is not None:
+        size, gzip = rt.file_sizes(Path(path).read_bytes())
+    return StageResult(
+        stage=name, model=Path(path).name if path else None, format="keras", accuracy=accuracy, images=len(y),
+        latency=latency, params=count_params(model), sparsity=model_sparsity(model), size_bytes=size,
+        gzip_bytes=gzip, runtime={"name": "tensorflow", "version": tf().__version__}, threads=None,
+        details={"threads_note": "TensorFlow's own intra-op thread pool"},
+    )
+
+
+def benchmark_file(
+    path: str | Path, dataset: Dataset, config: BenchConfig = BenchConfig(), on_progress: ProgressFn = ignore,
+    runtime: rt.Runtime | None = None,
+) -> StageResult:
+    """Dispatches on the suffix: ``.tflite`` to the TFLite runtime, Keras files to TensorFlow."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"model file {path} does not exist")
+    if path.suffix.lower() == ".tflite":
+        return benchmark_tflite(path, dataset, config, on_progress, runtime=runtime)
+    if path.suffix.lower() in KERAS_SUFFIXES:
+        return benchmark_keras(load_keras(path), dataset, config, on_progress, name=path.stem, path=path)
+    raise DataError(f"{path} is neither a .tflite nor a Keras model ({', '.join(KERAS_SUFFIXES)})")
+
+
+
+def host_environment(runtime: rt.Runtime | None, threads: int | None) -> dict:
+    """The device-side environment plus the host's TensorFlow stack."""
+    env = rt.environment(runtime, threads)
+    env["edgecv"] = __version__
+    for module in ("tensorflow", "tf_keras", "tensorflow_model_optimization"):
+        if module in sys.modules:
+            env[module] = getattr(sys.modules[module], "__version__", None)
+    return env
+
+
+def benchmark_files(
+    paths: list[str | Path], dataset: Dataset, config: BenchConfig = BenchConfig(), on_progress: ProgressFn = ignore,
+) -> Report:
+    """Benchmarks each model file on the same test images; one row each, in the order given."""
+    runtime = find_runtime()
+    stages = [benchmark_file(p, dataset, config, on_progress, runtime) for p in paths]
+    return Report(stages=stages, environment=host_environment(runtime, config.threads), data=dataset.describe(),
+                  config={"bench": asdict(config)}, edgecv=__version__, created=now())
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")

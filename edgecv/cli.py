@@ -1,0 +1,231 @@
+"""The ``edgecv`` command: each command parses options, calls one library function and renders the result.
+
+This is the only module that prints or sets exit codes. TensorFlow is imported inside the commands, so
+``edgecv --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import functools
+from datetime import datetime
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from . import ui
+from .config import Arch, BenchConfig, CompressConfig, IOType, Optimizer, PruneConfig, QuantMode, TrainConfig
+from .errors import EdgecvError
+
+app = typer.Typer(
+    help="Compress image classifiers for edge devices, and measure what each step costs and buys.",
+    no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+)
+
+DataOpt = typer.Option(None, "--data", help="Image folder (train/<class>/, test/<class>/), cifar-10-batches-py/ or "
+                       "cifar-10-python.tar.gz. Default: $EDGECV_DATA, then the caches, then the download.")
+TrainLimit = typer.Option(None, "--train-limit", min=1, help="Use a seeded subset of this many train images.")
+TestLimit = typer.Option(None, "--test-limit", min=1, help="Use a seeded subset of this many test images.")
+SeedOpt = typer.Option(0, "--seed", help="Seed for weights, shuffling and subsets.")
+JsonOpt = typer.Option(False, "--json", help="Print the result as JSON on stdout instead of a table.")
+QuietOpt = typer.Option(False, "--quiet", "-q", help="No progress bars.")
+
+
+def cli_errors(fn):
+    """One line on stderr and the error's exit code instead of a traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except EdgecvError as e:
+            ui.error(str(e))
+            raise typer.Exit(e.exit_code) from None
+        except KeyboardInterrupt:
+            ui.error("interrupted")
+            raise typer.Exit(130) from None
+
+    return wrapper
+
+
+def _load_data(data, train_limit, test_limit, seed, bars):
+    from .data import load
+
+    dataset = load(data, bars).subset(train_limit, test_limit, seed)
+    if dataset.skipped:
+        ui.note(f"warning: skipped {dataset.skipped} unreadable file(s) under {dataset.source}")
+    return dataset
+
+
+@app.command()
+@cli_errors
+def train(
+    data: Optional[str] = DataOpt,
+    arch: Arch = typer.Option(Arch.SEED_CNN, help="Architecture."),
+    epochs: int = typer.Option(10, min=1),
+    batch_size: int = typer.Option(64, min=1),
+    optimizer: Optimizer = typer.Option(Optimizer.SGD),
+    lr: float = typer.Option(0.01, help="Learning rate."),
+    seed: int = SeedOpt,
+    val_split: float = typer.Option(0.0, help="Share of the train split held out for validation, in [0, 1)."),
+    train_limit: Optional[int] = TrainLimit,
+    test_limit: Optional[int] = TestLimit,
+    out: Path = typer.Option(Path("model.keras"), "--out", "-o", help="Where to save the trained model."),
+    quiet: bool = QuietOpt,
+):
+    """Train a baseline classifier (the classic seed-cnn recipe by default) and save it."""
+    from .export import save_keras
+    from .train import train as train_model
+
+    config = TrainConfig(arch, epochs, batch_size, optimizer, lr, seed, val_split)
+    with ui.ProgressBars(not quiet) as bars:
+        dataset = _load_data(data, train_limit, test_limit, seed, bars)
+        result = train_model(dataset, config, bars)
+    save_keras(result.model, _writable(out))
+    ui.out.print(f"test accuracy {100 * result.test_accuracy:.2f} % after {epochs} epochs "
+                 f"({result.seconds:.0f} s); saved {out}")
+
+
+@app.command()
+@cli_errors
+def prune(
+    model: Path = typer.Argument(..., help="Keras model to prune (.keras, .h5)."),
+    data: Optional[str] = DataOpt,
+    sparsity: float = typer.Option(0.8, help="Target share of zero weights per kernel, in [0, 1)."),
+    epochs: int = typer.Option(2, min=1, help="Fine-tuning epochs while sparsity ramps up."),
+    batch_size: int = typer.Option(64, min=1),
+    lr: float = typer.Option(0.01, help="Fine-tuning learning rate (SGD)."),
+    seed: int = SeedOpt,
+    train_limit: Optional[int] = TrainLimit,
+    test_limit: Optional[int] = TestLimit,
+    out: Path = typer.Option(Path("pruned.keras"), "--out", "-o"),
+    quiet: bool = QuietOpt,
+):
+    """Magnitude-prune a Keras model with TFMOT, fine-tune it, strip the wrappers, report each layer's sparsity."""
+    from rich.table import Table
+
+    from .export import load_keras, save_keras
+    from .prune import prune as prune_model
+
+    config = PruneConfig(sparsity, epochs, batch_size, lr, seed)
+    keras_model = load_keras(model)
+    with ui.ProgressBars(not quiet) as bars:
+        dataset = _load_data(data, train_limit, test_limit, seed, bars)
+        result = prune_model(keras_model, dataset, config, bars)
+    save_keras(result.model, _writable(out))
+    table = Table("layer", "weights", "zeros", "sparsity %", title=f"pruned {model.name} -> {out}", title_justify="left")
+    for layer in result.layers:
+        table.add_row(layer.layer, f"{layer.weights:,}", f"{layer.zeros:,}", f"{100 * layer.sparsity:.1f}")
+    table.add_row("all kernels", "", "", f"{100 * result.sparsity:.1f}")
+    ui.out.print(table)
+    ui.out.print(f"test accuracy {100 * result.test_accuracy:.2f} %")
+
+
+@app.command()
+@cli_errors
+def quantize(
+    model: Path = typer.Argument(..., help="Keras model to convert (.keras, .h5)."),
+    mode: QuantMode = typer.Option(QuantMode.INT8, help="Post-training mode."),
+    io_type: IOType = typer.Option(IOType.INT8, help="Input/output type of an int8 model."),
+    data: Optional[str] = DataOpt,
+    calibration_samples: int = typer.Option(200, min=1, help="Train images used to calibrate int8."),
+    seed: int = SeedOpt,
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Default: MODEL_<mode>.tflite beside the model."),
+):
+    """Convert a Keras model to TFLite: float32, dynamic-range, float16 or full-integer int8."""
+    from .export import load_keras, save_tflite
+    from .quantize import calibration_images, convert
+    from .runtime import file_sizes
+
+    keras_model = load_keras(model)
+    calibration = None
+    if mode is QuantMode.INT8:  # only int8 needs images: calibration from the train split
+        with ui.ProgressBars(True) as bars:
+            calibration = calibration_images(_load_data(data, None, None, seed, bars), calibration_samples, seed)
+    target = _writable(out or model.with_name(f"{model.stem}_{mode.value}.tflite"))
+    content = convert(keras_model, mode, calibration, io_type)
+    save_tflite(content, target)
+    size, gz = file_sizes(content)
+    ui.out.print(f"wrote {target} ({mode.value}, {size / 1024:,.1f} KB, gzip {gz / 1024:,.1f} KB)")
+
+
+@app.command()
+@cli_errors
+def benchmark(
+    models: List[Path] = typer.Argument(..., help=".tflite or Keras model files."),
+    data: Optional[str] = DataOpt,
+    runs: int = typer.Option(200, min=1, help="Timed single-image runs."),
+    warmup: int = typer.Option(10, min=0, help="Untimed runs before timing."),
+    threads: int = typer.Option(1, min=1),
+    limit: Optional[int] = typer.Option(None, min=1, help="Score accuracy on the first N test images only."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Also write the results as JSON here."),
+    as_json: bool = JsonOpt,
+    quiet: bool = QuietOpt,
+):
+    """Measure accuracy, batch-1 latency (p50/p90/p99), parameters, sparsity and size of model files."""
+    from .benchmark import benchmark_files
+
+    config = BenchConfig(warmup, runs, threads, limit)
+    with ui.ProgressBars(not quiet) as bars:
+        dataset = _load_data(data, None, None, 0, bars)
+        report = benchmark_files(models, dataset, config, bars)
+    if output:
+        report.save(_writable(output))
+    ui.show_report(report, as_json)
+
+
+@app.command()
+@cli_errors
+def compress(
+    int8: bool = typer.Option(False, "--int8", help="Full-integer int8 (the default when no mode is given)."),
+    float16: bool = typer.Option(False, "--float16", help="Float16 weights."),
+    dynamic: bool = typer.Option(False, "--dynamic", help="Dynamic-range: int8 weights, float activations."),
+    data: Optional[str] = DataOpt,
+    model: Optional[Path] = typer.Option(None, "--model", help="Start from this Keras model instead of training."),
+    sparsity: float = typer.Option(0.8, help="Pruning target in [0, 1); 0 skips pruning."),
+    epochs: int = typer.Option(10, min=1, help="Training epochs of the baseline."),
+    prune_epochs: int = typer.Option(2, min=1, help="Fine-tuning epochs while pruning."),
+    batch_size: int = typer.Option(64, min=1),
+    optimizer: Optimizer = typer.Option(Optimizer.SGD),
+    lr: float = typer.Option(0.01, help="Learning rate of training and pruning."),
+    arch: Arch = typer.Option(Arch.SEED_CNN),
+    io_type: IOType = typer.Option(IOType.INT8, help="Input/output type of int8 models."),
+    seed: int = SeedOpt,
+    train_limit: Optional[int] = TrainLimit,
+    test_limit: Optional[int] = TestLimit,
+    threads: int = typer.Option(1, min=1, help="Threads for TFLite latency."),
+    runs: int = typer.Option(200, min=1, help="Timed single-image runs per model."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output folder. Default: runs/<name>."),
+    name: Optional[str] = typer.Option(None, help="Run name under runs/. Default: compress-<date>-<time>."),
+    as_json: bool = JsonOpt,
+    quiet: bool = QuietOpt,
+):
+    """Train (or load), prune, quantize and benchmark: one table of what each step costs and buys."""
+    from .pipeline import compress as run_compress
+
+    modes = tuple(m for m, on in ((QuantMode.INT8, int8), (QuantMode.FLOAT16, float16), (QuantMode.DYNAMIC, dynamic)) if on)
+    folder = out or Path("runs") / (name or datetime.now().strftime("compress-%Y%m%d-%H%M%S"))
+    config = CompressConfig(
+        out=folder, data=data, model=model, modes=modes or (QuantMode.INT8,), io_type=io_type,
+        train=TrainConfig(arch, epochs, batch_size, optimizer, lr, seed),
+        prune=PruneConfig(sparsity, prune_epochs, batch_size, lr, seed),
+        bench=BenchConfig(runs=runs, threads=threads), train_limit=train_limit, test_limit=test_limit,
+    )
+    with ui.ProgressBars(not quiet) as bars:
+        report = run_compress(config, bars)
+    if report.data.get("skipped_files"):
+        ui.note(f"warning: skipped {report.data['skipped_files']} unreadable file(s) under {report.data['source']}")
+    ui.show_report(report, as_json, title=f"edgecv compress -> {folder}")
+    if not as_json:
+        ui.note(f"wrote {folder}/report.json, report.md, pareto.png and the models")
+
+
+def _writable(path: Path) -> Path:
+    from .fsutil import prepare_out_dir
+
+    prepare_out_dir(path.parent if str(path.parent) else Path("."))
+    return path
+
+
+if __name__ == "__main__":
+    app()

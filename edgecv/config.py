@@ -1,0 +1,117 @@
+"""Options shared by the library and the CLI: closed choices as str Enums, settings as frozen dataclasses.
+
+Defaults are the classic recipe (SGD, 10 epochs, batch 64) and a benchmark at batch 1 on one thread,
+the setting of a small edge CPU. Range checks live here so that the CLI and a Python caller get the same
+one-line error.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+
+from .errors import ConfigError
+
+
+class Arch(str, Enum):
+    SEED_CNN = "seed-cnn"  # Conv32-Pool-Conv64-Pool-Dense128-Dense(n): the classic Keras CIFAR-10 recipe
+
+
+class Optimizer(str, Enum):
+    SGD = "sgd"
+    ADAM = "adam"
+
+
+class QuantMode(str, Enum):
+    FLOAT32 = "float32"  # plain conversion, no quantization
+    DYNAMIC = "dynamic"  # int8 weights, float activations, no calibration data
+    FLOAT16 = "float16"  # float16 weights, half the size, float math on CPU
+    INT8 = "int8"  # full integer: int8 weights and activations, calibrated on train images
+
+
+class IOType(str, Enum):
+    """Input/output tensor type of a full-integer model (Edge TPU and MCUs want 8-bit)."""
+
+    INT8 = "int8"
+    UINT8 = "uint8"
+    FLOAT32 = "float32"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    arch: Arch = Arch.SEED_CNN
+    epochs: int = 10
+    batch_size: int = 64
+    optimizer: Optimizer = Optimizer.SGD
+    learning_rate: float = 0.01  # Keras' SGD default, as in the classic recipe
+    seed: int = 0
+    val_split: float = 0.0  # share of the train split held out; the test split is never trained on
+
+    def __post_init__(self):
+        _positive("epochs", self.epochs)
+        _positive("batch size", self.batch_size)
+        _positive("learning rate", self.learning_rate)
+        if not 0.0 <= self.val_split < 1.0:
+            raise ConfigError(f"validation split must be in [0, 1), got {self.val_split}")
+
+
+@dataclass(frozen=True)
+class PruneConfig:
+    sparsity: float = 0.8  # share of each kernel set to zero by magnitude
+    epochs: int = 2  # fine-tuning epochs while the sparsity ramps up
+    batch_size: int = 64
+    learning_rate: float = 0.01
+    seed: int = 0
+
+    def __post_init__(self):
+        if not 0.0 <= self.sparsity < 1.0:
+            raise ConfigError(f"sparsity must be in [0, 1), got {self.sparsity}")
+        _positive("pruning epochs", self.epochs)
+        _positive("batch size", self.batch_size)
+        _positive("learning rate", self.learning_rate)
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    warmup: int = 10  # untimed runs before the clock starts
+    runs: int = 200  # timed single-image invocations
+    threads: int = 1
+    limit: int | None = None  # test images for accuracy; None = all
+
+    def __post_init__(self):
+        if self.warmup < 0:
+            raise ConfigError(f"warm-up runs must be >= 0, got {self.warmup}")
+        _positive("timed runs", self.runs)
+        _positive("threads", self.threads)
+        if self.limit is not None:
+            _positive("test image limit", self.limit)
+
+
+@dataclass(frozen=True)
+class CompressConfig:
+    out: Path
+    data: str | None = None  # a path; None = EDGECV_DATA, then the caches, then the download
+    model: Path | None = None  # start from this Keras model instead of training
+    modes: tuple[QuantMode, ...] = (QuantMode.INT8,)
+    io_type: IOType = IOType.INT8
+    train: TrainConfig = field(default_factory=TrainConfig)
+    prune: PruneConfig = field(default_factory=PruneConfig)
+    bench: BenchConfig = field(default_factory=BenchConfig)
+    train_limit: int | None = None  # use a seeded subset of the train split (quick runs, tests)
+    test_limit: int | None = None
+    calibration_samples: int = 200  # representative images for int8, drawn from the train split
+
+    def __post_init__(self):
+        if not self.modes:
+            raise ConfigError("choose at least one quantization mode")
+        for name in ("train_limit", "test_limit"):
+            value = getattr(self, name)
+            if value is not None:
+                _positive(name.replace("_", " "), value)
+        _positive("calibration samples", self.calibration_samples)
+
+
+def _positive(name: str, value: float) -> None:
+    if value <= 0:
+        raise ConfigError(f"{name} must be > 0, got {value}")

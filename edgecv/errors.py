@@ -1,0 +1,27 @@
+"""Errors that the CLI turns into one line and an exit code; the mapping lives here only."""
+
+
+class EdgecvError(Exception):
+    """Base of every error a user can act on. ``exit_code`` is what the CLI exits with."""
+
+    exit_code = 2
+
+
+class ConfigError(EdgecvError):
+    """An option or combination of options that cannot work."""
+
+
+class DataError(EdgecvError):
+    """A data set, model or result file that is missing, empty or unreadable."""
+
+
+class GateFailed(EdgecvError):
+    """A compressed model regressed past what was allowed."""
+
+    exit_code = 1
+
+
+class Unsupported(EdgecvError):
+    """Something the environment lacks: a runtime, a delegate, a compiler."""
+
+    exit_code = 3

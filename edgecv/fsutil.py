@@ -1,0 +1,74 @@
+"""Writing files so that a crash never leaves a half-written one: write to a temporary name, then rename."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+
+from .errors import ConfigError
+
+
+@contextmanager
+def atomic_path(target: str | os.PathLike):
+    """Yields a temporary path beside ``target``; renames it onto ``target`` only if the block succeeds."""
+    target = Path(target)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part" + "".join(target.suffixes[-1:]), dir=target.parent)
+    os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 would make results private to the writer
+    try:
+        yield Path(tmp)
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def write_bytes(target: str | os.PathLike, data: bytes) -> Path:
+    with atomic_path(target) as tmp:
+        Path(tmp).write_bytes(data)
+    return Path(target)
+
+
+def write_text(target: str | os.PathLike, text: str) -> Path:
+    return write_bytes(target, text.encode())
+
+
+def prepare_out_dir(path: str | os.PathLike) -> Path:
+    """Creates ``path`` and proves it writable before hours of work are spent on filling it."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".edgecv-probe-", dir=path)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise ConfigError(f"cannot write to output folder {path}: {e.strerror or e}") from None
+    return path
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+@contextmanager
+def captured_stderr():
+    """Sends file descriptor 2 to a buffer: TensorFlow's and LiteRT's C++ logs bypass Python and cut through
+    progress bars. Yields a function that returns what was captured, for error messages."""
+    with tempfile.TemporaryFile(mode="w+b") as sink:
+        saved = os.dup(2)
+        os.dup2(sink.fileno(), 2)
+
+        def read() -> str:
+            sink.seek(0)
+            return sink.read().decode(errors="replace")
+
+        try:
+            yield read
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)

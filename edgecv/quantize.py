@@ -1,0 +1,62 @@
+"""Keras to TFLite in every post-training mode: float32, dynamic-range, float16 and full-integer int8.
+
+Full-integer models are calibrated on images from the train split (never the test split) and get 8-bit
+input and output tensors unless asked otherwise, which is what the Edge TPU and microcontrollers need.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ._tf import tf
+from .config import IOType, QuantMode
+from .data import Dataset
+from .errors import EdgecvError
+from .fsutil import captured_stderr
+
+
+class ConversionError(EdgecvError):
+    """The TFLite converter refused the model."""
+
+
+def calibration_images(dataset: Dataset, n: int = 200, seed: int = 0) -> np.ndarray:
+    """A seeded sample of train images, as the float pixels the model takes."""
+    rng = np.random.default_rng(seed)
+    idx = rng.choice(len(dataset.x_train), size=min(n, len(dataset.x_train)), replace=False)
+    return dataset.x_train[np.sort(idx)].astype(np.float32)
+
+
+def convert(
+    model, mode: QuantMode | str = QuantMode.FLOAT32, calibration: np.ndarray | None = None,
+    io_type: IOType | str = IOType.INT8,
+) -> bytes:
+    """Returns the ``.tflite`` flatbuffer of ``model`` in ``mode``.
+
+    Raises:
+        ConversionError: int8 without calibration images, or the converter failed (its log is in the message).
+    """
+    mode, io_type = QuantMode(mode), IOType(io_type)
+    tf_ = tf()
+    converter = tf_.lite.TFLiteConverter.from_keras_model(model)
+    if mode is QuantMode.DYNAMIC:
+        converter.optimizations = [tf_.lite.Optimize.DEFAULT]
+    elif mode is QuantMode.FLOAT16:
+        converter.optimizations = [tf_.lite.Optimize.DEFAULT]
+        converter.target_spec.supported_types = [tf_.float16]
+    elif mode is QuantMode.INT8:
+        if calibration is None or len(calibration) == 0:
+            raise ConversionError("int8 conversion needs calibration images from the train split")
+        samples = np.asarray(calibration, dtype=np.float32)
+        converter.optimizations = [tf_.lite.Optimize.DEFAULT]
+        converter.representative_dataset = lambda: ([samples[i : i + 1]] for i in range(len(samples)))
+        converter.target_spec.supported_ops = [tf_.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        io = {IOType.INT8: tf_.int8, IOType.UINT8: tf_.uint8, IOType.FLOAT32: tf_.float32}[io_type]
+        converter.inference_input_type = io
+        converter.inference_output_type = io
+    with captured_stderr() as log:
+        try:
+            return converter.convert()
+        except Exception as e:  # the converter raises many types; its own log says why
+            detail = log().strip().splitlines()[-1:] or [str(e).splitlines()[0] if str(e) else type(e).__name__]
+            raise ConversionError(f"TFLite conversion ({mode.value}) failed: {detail[0]}") from e
+

@@ -1,0 +1,171 @@
+"""Results of a run: one record per stage, the environment, and their renderings (JSON, Markdown, plot).
+
+The columns are declared once here; the CLI's table, ``report.md`` and the plot all read them. A stage that
+failed or was skipped keeps its row with a status and a reason.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+from .errors import DataError
+from .fsutil import atomic_path, write_text
+
+SCHEMA = "edgecv.report/1"
+
+
+@dataclass
+class StageResult:
+    stage: str
+    status: str = "ok"  # ok | skipped | failed
+    reason: str = ""
+    model: str | None = None  # file name, relative to the report
+    format: str | None = None  # keras | tflite
+    accuracy: float | None = None  # top-1 on the test images, 0-1
+    images: int | None = None
+    latency: dict | None = None  # p50_ms, p90_ms, p99_ms, mean_ms, first_ms, runs, warmup
+    params: int | None = None
+    sparsity: float | None = None  # share of zeros in kernels
+    size_bytes: int | None = None
+    gzip_bytes: int | None = None
+    runtime: dict | None = None  # name, version
+    threads: int | None = None
+    input: dict | None = None  # dtype, shape, scale, zero_point
+    details: dict = field(default_factory=dict)  # stage-specific extras, e.g. per-layer sparsity
+
+    @classmethod
+    def from_dict(cls, d: dict) -> StageResult:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+    def p50(self) -> float | None:
+        return (self.latency or {}).get("p50_ms")
+
+
+# (header, how to read it from a stage) -- the one declaration of the table
+def _pct(v):
+    return "" if v is None else f"{100 * v:.2f}"
+
+
+def _ms(v):
+    return "" if v is None else (f"{v:.4f}" if v < 1 else f"{v:.3f}")
+
+
+def _kb(v):
+    return "" if v is None else f"{v / 1024:,.1f}"
+
+
+COLUMNS = [
+    ("stage", lambda s: s.stage),
+    ("acc %", lambda s: _pct(s.accuracy)),
+    ("p50 ms", lambda s: _ms(s.p50())),
+    ("p90 ms", lambda s: _ms((s.latency or {}).get("p90_ms"))),
+    ("params", lambda s: "" if s.params is None else f"{s.params:,}"),
+    ("sparse %", lambda s: "" if s.sparsity is None else f"{100 * s.sparsity:.1f}"),
+    ("KB", lambda s: _kb(s.size_bytes)),
+    ("gzip KB", lambda s: _kb(s.gzip_bytes)),
+    ("status", lambda s: s.status),
+]
+
+
+@dataclass
+class Report:
+    stages: list[StageResult]
+    environment: dict = field(default_factory=dict)
+    data: dict = field(default_factory=dict)
+    config: dict = field(default_factory=dict)
+    edgecv: str = ""
+    created: str = ""
+    seconds: float | None = None
+
+    def stage(self, name: str) -> StageResult | None:
+        return next((s for s in self.stages if s.stage == name), None)
+
+    def rows(self) -> list[list[str]]:
+        return [[read(s) for _, read in COLUMNS] for s in self.stages]
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        return {"schema": SCHEMA, **d}
+
+    def save(self, path: str | os.PathLike) -> Path:
+        return write_text(path, json.dumps(self.to_dict(), indent=2, default=_jsonable) + "\n")
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Report:
+        if not isinstance(d, dict) or not isinstance(d.get("stages"), list):
+            raise ValueError("no list of stages")
+        return cls(
+            stages=[StageResult.from_dict(s) for s in d["stages"]],
+            **{k: d[k] for k in ("environment", "data", "config", "edgecv", "created", "seconds") if k in d},
+        )
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> Report:
+        """Reads a report written by ``edgecv compress``/``benchmark`` or by the device script."""
+        try:
+            return cls.from_dict(json.loads(Path(path).read_text()))
+        except OSError as e:
+            raise DataError(f"cannot read report {path}: {e.strerror or e}") from None
+        except (ValueError, TypeError) as e:
+            raise DataError(f"{path} is not an edgecv report: {e}") from None
+
+    def to_markdown(self) -> str:
+        headers = [h for h, _ in COLUMNS]
+        lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+        lines += ["| " + " | ".join(row) + " |" for row in self.rows()]
+        lines += [""] + [f"- {s.stage}: {s.status}: {s.reason}" for s in self.stages if s.reason]
+        env = self.environment
+        runtime = env.get("runtime") or {}
+        meta = [
+            f"- data: {self.data.get('source', '?')} ({self.data.get('train_images', '?')} train / "
+            f"{self.data.get('test_images', '?')} test images)",
+            f"- CPU: {env.get('cpu')}, {env.get('cores')} cores; latency: batch 1, {env.get('threads')} thread(s), "
+            f"{runtime.get('name')} {runtime.get('version')}",
+            f"- python {env.get('python')}, numpy {env.get('numpy')}, tensorflow {env.get('tensorflow')}, "
+            f"edgecv {self.edgecv}",
+        ]
+        if self.seconds is not None:
+            meta.append(f"- wall time: {self.seconds / 60:.1f} min")
+        return "# edgecv report\n\n" + "\n".join(lines) + "\n\n" + "\n".join(meta) + "\n"
+
+
+def _jsonable(value):
+    if hasattr(value, "item"):  # numpy scalars
+        return value.item()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"cannot write {type(value).__name__} to JSON")
+
+
+def plot_pareto(report: Report, path: str | os.PathLike) -> Path | None:
+    """Accuracy against p50 latency, marker area by file size; None when no stage has both numbers."""
+    points = [s for s in report.stages if s.status == "ok" and s.accuracy is not None and s.p50() is not None]
+    if not points:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sizes = [s.size_bytes or 0 for s in points]
+    biggest = max(sizes) or 1
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for s, size in zip(points, sizes):
+        ax.scatter(s.p50(), 100 * s.accuracy, s=40 + 1200 * size / biggest, alpha=0.6, edgecolors="black")
+        ax.annotate(f"{s.stage}\n{_kb(size)} KB", (s.p50(), 100 * s.accuracy), fontsize=8,
+                    xytext=(6, 6), textcoords="offset points")
+    ax.set_xscale("log")
+    ax.set_xlabel("p50 latency, ms per image (batch 1, log scale)")
+    ax.set_ylabel("test accuracy, %")
+    ax.set_title("accuracy vs latency (marker area = file size)")
+    ax.grid(True, which="both", alpha=0.3)
+    fig.tight_layout()
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=120, format="png")
+    plt.close(fig)
+    return path

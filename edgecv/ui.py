@@ -1,0 +1,66 @@
+"""Rendering for the CLI: progress bars on stderr, tables and JSON on stdout, the one-line error."""
+
+from __future__ import annotations
+
+import json
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from .progress import Progress as Event
+from .report import COLUMNS, Report
+
+out = Console(soft_wrap=True)
+err = Console(stderr=True)
+
+
+class ProgressBars:
+    """An ``on_progress`` callback that keeps one bar per task, in the order the tasks start."""
+
+    def __init__(self, enabled: bool = True):
+        self._bars = Progress(
+            TextColumn("{task.description:<22}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[note]}"),
+            TimeElapsedColumn(), TimeRemainingColumn(), console=err, disable=not enabled,
+        )
+        self._tasks: dict[str, int] = {}
+
+    def __enter__(self):
+        self._bars.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._bars.stop()
+
+    def __call__(self, event: Event) -> None:
+        task = self._tasks.get(event.task)
+        if task is None:
+            task = self._tasks[event.task] = self._bars.add_task(event.task, total=event.total, note="")
+        self._bars.update(task, completed=event.done, total=event.total, note=event.message)
+
+
+def report_table(report: Report, title: str | None = None) -> Table:
+    table = Table(title=title, title_justify="left")
+    for header, _ in COLUMNS:
+        table.add_column(header, justify="left" if header in ("stage", "status") else "right")
+    for row in report.rows():
+        table.add_row(*row)
+    return table
+
+
+def show_report(report: Report, as_json: bool = False, title: str | None = None) -> None:
+    if as_json:
+        out.print_json(json.dumps(report.to_dict(), default=str))
+    else:
+        out.print(report_table(report, title))
+        for stage in report.stages:
+            if stage.reason:
+                out.print(f"{stage.stage}: {stage.status}: {stage.reason}", highlight=False)
+
+
+def error(message: str) -> None:
+    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+
+
+def note(message: str) -> None:
+    err.print(message, highlight=False, soft_wrap=True)
