@@ -27,7 +27,12 @@ def _prepare_environment() -> None:
 @cache
 def tf():
     _prepare_environment()
-    import tensorflow
+    from .fsutil import captured_stderr
+
+    with captured_stderr():  # absl prints oneDNN and CUDA notes at import, before any log level applies
+        import tensorflow
+
+        tensorflow.config.list_physical_devices()  # device discovery prints its own CUDA note
 
     tensorflow.get_logger().setLevel("ERROR")
     return tensorflow

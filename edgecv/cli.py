@@ -82,7 +82,7 @@ def train(
         dataset = _load_data(data, train_limit, test_limit, seed, bars)
         result = train_model(dataset, config, bars)
     save_keras(result.model, _writable(out))
-    ui.out.print(f"test accuracy {100 * result.test_accuracy:.2f} % after {epochs} epochs "
+    ui.show(f"test accuracy {100 * result.test_accuracy:.2f} % after {epochs} epochs "
                  f"({result.seconds:.0f} s); saved {out}")
 
 
@@ -117,8 +117,8 @@ def prune(
     for layer in result.layers:
         table.add_row(layer.layer, f"{layer.weights:,}", f"{layer.zeros:,}", f"{100 * layer.sparsity:.1f}")
     table.add_row("all kernels", "", "", f"{100 * result.sparsity:.1f}")
-    ui.out.print(table)
-    ui.out.print(f"test accuracy {100 * result.test_accuracy:.2f} %")
+    ui.show(table)
+    ui.show(f"test accuracy {100 * result.test_accuracy:.2f} %")
 
 
 @app.command()
@@ -146,7 +146,7 @@ def quantize(
     content = convert(keras_model, mode, calibration, io_type)
     save_tflite(content, target)
     size, gz = file_sizes(content)
-    ui.out.print(f"wrote {target} ({mode.value}, {size / 1024:,.1f} KB, gzip {gz / 1024:,.1f} KB)")
+    ui.show(f"wrote {target} ({mode.value}, {size / 1024:,.1f} KB, gzip {gz / 1024:,.1f} KB)")
 
 
 @app.command()

@@ -88,11 +88,11 @@ class Report:
         return [[read(s) for _, read in COLUMNS] for s in self.stages]
 
     def to_dict(self) -> dict:
-        d = asdict(self)
-        return {"schema": SCHEMA, **d}
+        """Plain JSON types only (paths and numpy scalars converted), ready for ``json.dumps``."""
+        return json.loads(json.dumps({"schema": SCHEMA, **asdict(self)}, default=_jsonable))
 
     def save(self, path: str | os.PathLike) -> Path:
-        return write_text(path, json.dumps(self.to_dict(), indent=2, default=_jsonable) + "\n")
+        return write_text(path, json.dumps(self.to_dict(), indent=2) + "\n")
 
     @classmethod
     def from_dict(cls, d: dict) -> Report:
@@ -150,15 +150,24 @@ def plot_pareto(report: Report, path: str | os.PathLike) -> Path | None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     sizes = [s.size_bytes or 0 for s in points]
     biggest = max(sizes) or 1
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for s, size in zip(points, sizes):
-        ax.scatter(s.p50(), 100 * s.accuracy, s=40 + 1200 * size / biggest, alpha=0.6, edgecolors="black")
-        ax.annotate(f"{s.stage}\n{_kb(size)} KB", (s.p50(), 100 * s.accuracy), fontsize=8,
-                    xytext=(6, 6), textcoords="offset points")
+        area = 40 + 1200 * size / biggest  # points squared
+        ax.scatter(s.p50(), 100 * s.accuracy, s=area, alpha=0.6, edgecolors="black")
+        label = f"{s.stage}\n{_kb(size)} KB" + (f"\ngzip {_kb(s.gzip_bytes)} KB" if s.gzip_bytes else "")
+        radius = (area / 3.1416) ** 0.5
+        ax.annotate(label, (s.p50(), 100 * s.accuracy), fontsize=7, xytext=(0, -radius - 2),
+                    textcoords="offset points", va="top", ha="center")
     ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    lo, hi = min(s.p50() for s in points), max(s.p50() for s in points)
+    ax.set_xlim(lo / 1.3, hi * 2.5)  # room on the right for the labels
+    ax.margins(y=0.3)
     ax.set_xlabel("p50 latency, ms per image (batch 1, log scale)")
     ax.set_ylabel("test accuracy, %")
     ax.set_title("accuracy vs latency (marker area = file size)")

@@ -11,7 +11,8 @@ from rich.table import Table
 from .progress import Progress as Event
 from .report import COLUMNS, Report
 
-out = Console(soft_wrap=True)
+
+out = Console()
 err = Console(stderr=True)
 
 
@@ -39,6 +40,12 @@ class ProgressBars:
         self._bars.update(task, completed=event.done, total=event.total, note=event.message)
 
 
+def show(renderable) -> None:
+    """Prints to stdout; piped or captured output is wide enough that a table never wraps in a log."""
+    out.width = None if out.is_terminal else 200  # None: the terminal's own width
+    out.print(renderable, highlight=False)
+
+
 def report_table(report: Report, title: str | None = None) -> Table:
     table = Table(title=title, title_justify="left")
     for header, _ in COLUMNS:
@@ -50,12 +57,12 @@ def report_table(report: Report, title: str | None = None) -> Table:
 
 def show_report(report: Report, as_json: bool = False, title: str | None = None) -> None:
     if as_json:
-        out.print_json(json.dumps(report.to_dict(), default=str))
+        out.print_json(json.dumps(report.to_dict()))
     else:
-        out.print(report_table(report, title))
+        show(report_table(report, title))
         for stage in report.stages:
             if stage.reason:
-                out.print(f"{stage.stage}: {stage.status}: {stage.reason}", highlight=False)
+                show(f"{stage.stage}: {stage.status}: {stage.reason}")
 
 
 def error(message: str) -> None:

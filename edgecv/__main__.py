@@ -1,0 +1,5 @@
+"""``python -m edgecv``: the same CLI as the ``edgecv`` console script."""
+
+from .cli import app
+
+app(prog_name="edgecv")

@@ -1,0 +1,114 @@
+"""The CLI's contract: one line on stderr and a meaningful exit code for bad input, tables for results."""
+
+import json
+import os
+import stat
+import subprocess
+import sys
+
+import pytest
+from typer.testing import CliRunner
+
+from edgecv.cli import app
+
+runner = CliRunner()
+
+
+def run(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def assert_one_line_error(result, code, *fragments):
+    assert result.exit_code == code, result.output
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:"), result.stderr
+    assert "Traceback" not in result.output
+    for fragment in fragments:
+        assert fragment in lines[0]
+
+
+def test_help_does_not_import_tensorflow():
+    code = "import sys; from edgecv.cli import app; print([m for m in ('tensorflow', 'tf_keras') if m in sys.modules])"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == "[]"
+
+
+def test_missing_data_path(tmp_path):
+    assert_one_line_error(run("compress", "--data", tmp_path / "nope", "--out", tmp_path / "o"), 2, "does not exist")
+    assert not (tmp_path / "o" / "report.json").exists()
+
+
+def test_empty_data_folder(tmp_path):
+    (tmp_path / "empty").mkdir()
+    assert_one_line_error(run("compress", "--data", tmp_path / "empty", "--out", tmp_path / "o"), 2, "holds no data set")
+
+
+@pytest.mark.parametrize("value", ["1.0", "-0.5", "1.2"])
+def test_sparsity_outside_range(tmp_path, image_folder, value):
+    result = run("compress", "--data", image_folder, "--sparsity", value, "--out", tmp_path / "o")
+    assert_one_line_error(result, 2, "sparsity must be in [0, 1)")
+
+
+def test_model_that_is_not_keras(tmp_path, image_folder):
+    bogus = tmp_path / "model.h5"
+    bogus.write_text("hello")
+    result = run("compress", "--data", image_folder, "--model", bogus, "--out", tmp_path / "o", "-q")
+    assert_one_line_error(result, 2, "model.h5", "not a loadable Keras model")
+    assert not (tmp_path / "o" / "baseline.keras").exists()
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes through read-only permissions")
+def test_unwritable_out_non_root(tmp_path, image_folder):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(stat.S_IRUSR | stat.S_IXUSR)
+    assert_one_line_error(run("compress", "--data", image_folder, "--out", locked / "run"), 2, "cannot write")
+
+
+def test_out_that_is_a_file(tmp_path, image_folder):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    assert_one_line_error(run("compress", "--data", image_folder, "--out", blocker / "run"), 2, "cannot write")
+
+
+def test_unknown_mode_fails_at_parse_time(tmp_path):
+    result = run("quantize", tmp_path / "m.keras", "--mode", "int4")
+    assert result.exit_code == 2 and "int4" in result.output + result.stderr
+
+
+def test_benchmark_of_a_broken_tflite(tmp_path, image_folder):
+    broken = tmp_path / "broken.tflite"
+    broken.write_bytes(b"TFL3" + b"\x00" * 10)
+    assert_one_line_error(run("benchmark", broken, "--data", image_folder, "-q"), 2, "broken.tflite")
+
+
+def test_train_prune_quantize_benchmark_chain(tmp_path, image_folder):
+    model, pruned = tmp_path / "m.keras", tmp_path / "p.keras"
+    r = run("train", "--data", image_folder, "--epochs", "1", "--batch-size", "16", "--out", model, "-q")
+    assert r.exit_code == 0, r.output + r.stderr
+    assert "test accuracy" in r.stdout and model.is_file()
+    r = run("prune", model, "--data", image_folder, "--sparsity", "0.5", "--epochs", "2", "--batch-size", "16",
+            "--out", pruned, "-q")
+    assert r.exit_code == 0, r.output + r.stderr
+    assert "fc1" in r.stdout and "all kernels" in r.stdout
+    r = run("quantize", pruned, "--mode", "int8", "--data", image_folder)
+    assert r.exit_code == 0, r.output + r.stderr
+    tflite = tmp_path / "p_int8.tflite"
+    assert tflite.is_file() and "int8" in r.stdout
+    out = tmp_path / "bench.json"
+    r = run("benchmark", tflite, pruned, "--data", image_folder, "--runs", "10", "--output", out, "--json", "-q")
+    assert r.exit_code == 0, r.output + r.stderr
+    printed = json.loads(r.stdout)
+    assert [s["stage"] for s in printed["stages"]] == ["p_int8", "p"]
+    assert printed["stages"][0]["sparsity"] == pytest.approx(0.5, abs=0.05)
+    assert json.loads(out.read_text())["stages"][0]["input"]["dtype"] == "int8"
+
+
+def test_compress_prints_the_table(tmp_path, image_folder):
+    out = tmp_path / "run"
+    r = run("compress", "--int8", "--data", image_folder, "--epochs", "1", "--prune-epochs", "1", "--batch-size",
+            "16", "--runs", "10", "--out", out, "-q")
+    assert r.exit_code == 0, r.output + r.stderr
+    for stage in ("keras float", "tflite float32", "tflite int8", "pruned float32", "pruned int8"):
+        assert stage in r.stdout
+    assert (out / "report.json").is_file() and "wrote" in r.stderr

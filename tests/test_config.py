@@ -1,0 +1,31 @@
+import pytest
+
+from edgecv.config import BenchConfig, CompressConfig, PruneConfig, QuantMode, TrainConfig
+from edgecv.errors import ConfigError
+
+
+@pytest.mark.parametrize("sparsity", [-0.1, 1.0, 1.2])
+def test_sparsity_outside_zero_to_one_is_refused(sparsity):
+    with pytest.raises(ConfigError, match=r"sparsity must be in \[0, 1\)"):
+        PruneConfig(sparsity=sparsity)
+
+
+@pytest.mark.parametrize("kwargs", [{"epochs": 0}, {"batch_size": -1}, {"learning_rate": 0}, {"val_split": 1.0}])
+def test_training_options_are_range_checked(kwargs):
+    with pytest.raises(ConfigError):
+        TrainConfig(**kwargs)
+
+
+def test_bench_and_compress_options_are_range_checked(tmp_path):
+    with pytest.raises(ConfigError):
+        BenchConfig(runs=0)
+    with pytest.raises(ConfigError):
+        CompressConfig(out=tmp_path, modes=())
+    with pytest.raises(ConfigError):
+        CompressConfig(out=tmp_path, train_limit=0)
+    assert CompressConfig(out=tmp_path).modes == (QuantMode.INT8,)
+
+
+def test_modes_are_closed_choices():
+    with pytest.raises(ValueError):
+        QuantMode("int4")

@@ -1,0 +1,28 @@
+import pytest
+
+from edgecv.config import Arch
+from edgecv.errors import ConfigError
+from edgecv.models import build
+
+
+def test_seed_cnn_is_the_classic_recipe():
+    model = build(Arch.SEED_CNN, (32, 32, 3), 10)
+    kinds = [type(layer).__name__ for layer in model.layers]
+    assert kinds == ["Rescaling", "Conv2D", "MaxPooling2D", "Conv2D", "MaxPooling2D", "Flatten", "Dense", "Dense"]
+    conv1, conv2, fc1, out = (model.get_layer(n) for n in ("conv1", "conv2", "fc1", "classifier"))
+    assert (conv1.filters, conv1.kernel_size, conv1.activation.__name__) == (32, (3, 3), "relu")
+    assert (conv2.filters, conv2.kernel_size) == (64, (3, 3))
+    assert (fc1.units, fc1.activation.__name__) == (128, "relu")
+    assert (out.units, out.activation.__name__) == (10, "softmax")
+    # 896 + 18,496 + 295,040 + 1,290: the classic model's count; the rescaling layer adds none
+    assert model.count_params() == 315_722
+
+
+def test_seed_cnn_follows_the_data_shape():
+    model = build("seed-cnn", (20, 24, 1), 4)
+    assert model.input_shape == (None, 20, 24, 1) and model.output_shape == (None, 4)
+
+
+def test_seed_cnn_refuses_images_too_small_for_two_pools():
+    with pytest.raises(ConfigError, match="14x14"):
+        build("seed-cnn", (8, 8, 3), 10)

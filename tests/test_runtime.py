@@ -1,0 +1,87 @@
+"""The benchmark core that also runs on devices: numpy and a TFLite runtime only, Python 3.7 syntax."""
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgecv import runtime as rt
+
+RUNTIME_FILE = Path(rt.__file__)
+
+
+def test_runtime_module_is_python37_syntax():
+    ast.parse(RUNTIME_FILE.read_text(), feature_version=(3, 7))
+
+
+def test_runtime_module_imports_nothing_from_edgecv_or_tensorflow():
+    code = (
+        "import sys, importlib.util\n"
+        f"spec = importlib.util.spec_from_file_location('devrt', r'{RUNTIME_FILE}')\n"
+        "m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m)\n"
+        "r = m.find_runtime()\n"
+        "print(r.name, 'tensorflow' in sys.modules, any(k.startswith('edgecv') for k in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["ai_edge_litert", "False", "False"]
+
+
+def test_unknown_runtime_is_named_in_the_error():
+    with pytest.raises(rt.RuntimeMissing, match="nope"):
+        rt.find_runtime("nope")
+
+
+def test_inputs_are_quantized_with_the_models_own_parameters(tiny_tflite):
+    model = rt.TFLiteModel(tiny_tflite["int8"])
+    scale, zero_point = model.input["quantization"]
+    pixels = np.array([[[[0, 128, 255]]]], dtype=np.uint8)
+    q = model.prepare(pixels)
+    assert q.dtype == np.int8
+    expected = np.clip(np.round(pixels / scale + zero_point), -128, 127)
+    assert np.array_equal(q, expected.astype(np.int8))
+    float_model = rt.TFLiteModel(tiny_tflite["float32"])
+    assert float_model.prepare(pixels).dtype == np.float32
+
+
+def test_tflite_accuracy_matches_keras(tiny_tflite, tiny_trained, tiny_dataset):
+    model = rt.TFLiteModel(tiny_tflite["float32"])
+    accuracy, predictions = rt.measure_accuracy(model, model.prepare(tiny_dataset.x_test), tiny_dataset.y_test)
+    keras_predictions = np.argmax(tiny_trained.model.predict(tiny_dataset.x_test, verbose=0), axis=1)
+    assert np.mean(predictions == keras_predictions) >= 0.98
+    assert accuracy == pytest.approx(tiny_trained.test_accuracy, abs=0.02)
+
+
+def test_latency_summary_is_ordered_and_counts_runs(tiny_tflite, tiny_dataset):
+    model = rt.TFLiteModel(tiny_tflite["int8"])
+    steps = []
+    latency = rt.measure_latency(model, model.prepare(tiny_dataset.x_test), warmup=3, runs=60,
+                                 on_step=lambda d, t: steps.append((d, t)))
+    assert latency["runs"] == 60 and latency["warmup"] == 3
+    assert 0 < latency["p50_ms"] <= latency["p90_ms"] <= latency["p99_ms"]
+    assert latency["first_ms"] > 0
+    assert steps[-1] == (60, 60)
+
+
+def test_weight_stats_count_the_keras_parameters(tiny_tflite, tiny_trained):
+    for mode in ("float32", "int8"):
+        params, sparsity = rt.weight_stats(rt.TFLiteModel(tiny_tflite[mode]).interpreter)
+        assert params == tiny_trained.model.count_params(), mode
+        assert 0 <= sparsity < 0.05
+
+
+def test_benchmark_record_is_complete(tiny_tflite, tiny_dataset):
+    record = rt.benchmark_tflite(tiny_tflite["int8"], tiny_dataset.x_test, tiny_dataset.y_test, warmup=2, runs=20)
+    assert record["format"] == "tflite" and record["images"] == len(tiny_dataset.y_test)
+    assert record["input"]["dtype"] == "int8"
+    size = tiny_tflite["int8"].stat().st_size
+    assert record["size_bytes"] == size and 0 < record["gzip_bytes"] < size
+    assert record["runtime"]["name"] == "ai_edge_litert" and record["runtime"]["version"]
+
+
+def test_environment_records_unknowns_as_none():
+    env = rt.environment(rt.find_runtime(), 1)
+    assert env["python"] and env["numpy"] == np.__version__ and env["threads"] == 1
+    assert env["runtime"]["name"] == "ai_edge_litert"
