@@ -32,9 +32,11 @@ def find_runtime(preferred: str | None = None) -> rt.Runtime:
         raise Unsupported(str(e)) from None
 
 
-def test_images(dataset: Dataset, config: BenchConfig) -> tuple[np.ndarray, np.ndarray]:
-    n = config.limit or len(dataset.x_test)
-    return dataset.x_test[:n], dataset.y_test[:n]
+def scoring_images(dataset: Dataset, config: BenchConfig) -> tuple[np.ndarray, np.ndarray]:
+    """All test images, or a seeded sample of ``config.limit``: image folders are sorted by class, so the
+    first N would be a few classes only."""
+    sample = dataset.subset(test=config.limit, seed=0)
+    return sample.x_test, sample.y_test
 
 
 def benchmark_tflite(
@@ -42,7 +44,7 @@ def benchmark_tflite(
     name: str | None = None, runtime: rt.Runtime | None = None,
 ) -> StageResult:
     path = Path(path)
-    x, y = test_images(dataset, config)
+    x, y = scoring_images(dataset, config)
     task = f"benchmark {name or path.stem}"
     try:
         with captured_stderr():  # LiteRT's C++ log line ("Created ... delegate") would cut through the bars
@@ -67,7 +69,7 @@ def benchmark_keras(
     from .train import evaluate
 
     task = f"benchmark {name}"
-    x, y = test_images(dataset, config)
+    x, y = scoring_images(dataset, config)
     on_progress(Progress(task, 0, 2, "accuracy"))
     accuracy = evaluate(model, x, y)
     on_progress(Progress(task, 1, 2, "latency"))

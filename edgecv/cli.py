@@ -7,6 +7,7 @@ This is the only module that prints or sets exit codes. TensorFlow is imported i
 from __future__ import annotations
 
 import functools
+import json
 from datetime import datetime
 from pathlib import Path
 from typing import List, Optional
@@ -15,7 +16,7 @@ import typer
 
 from . import ui
 from .config import Arch, BenchConfig, CompressConfig, IOType, Optimizer, PruneConfig, QuantMode, TrainConfig
-from .errors import EdgecvError
+from .errors import ConfigError, EdgecvError, GateFailed
 
 app = typer.Typer(
     help="Compress image classifiers for edge devices, and measure what each step costs and buys.",
@@ -195,6 +196,8 @@ def compress(
     test_limit: Optional[int] = TestLimit,
     threads: int = typer.Option(1, min=1, help="Threads for TFLite latency."),
     runs: int = typer.Option(200, min=1, help="Timed single-image runs per model."),
+    max_drop: Optional[float] = typer.Option(None, help="Gate: fail (exit 1) when a quantized stage loses more "
+                                             "than this many accuracy points against the Keras float model."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output folder. Default: runs/<name>."),
     name: Optional[str] = typer.Option(None, help="Run name under runs/. Default: compress-<date>-<time>."),
     as_json: bool = JsonOpt,
@@ -210,6 +213,7 @@ def compress(
         train=TrainConfig(arch, epochs, batch_size, optimizer, lr, seed),
         prune=PruneConfig(sparsity, prune_epochs, batch_size, lr, seed),
         bench=BenchConfig(runs=runs, threads=threads), train_limit=train_limit, test_limit=test_limit,
+        max_drop=max_drop,
     )
     with ui.ProgressBars(not quiet) as bars:
         report = run_compress(config, bars)
@@ -218,6 +222,61 @@ def compress(
     ui.show_report(report, as_json, title=f"edgecv compress -> {folder}")
     if not as_json:
         ui.note(f"wrote {folder}/report.json, report.md, pareto.png and the models")
+    if report.gate is not None:
+        if not as_json:
+            ui.show(ui.gate_table(report.gate["criteria"], f"gate: max drop {report.gate['max_drop']:g} points"))
+        if not report.gate["passed"]:
+            raise typer.Exit(GateFailed.exit_code)
+
+
+@app.command()
+@cli_errors
+def check(
+    model: Path = typer.Argument(..., help="The compressed model to judge (.tflite or Keras)."),
+    reference: Optional[Path] = typer.Option(None, "--reference", help="Its float parent, measured now on the same images."),
+    baseline: Optional[Path] = typer.Option(None, "--baseline", help="A stored baseline JSON to compare with."),
+    update_baseline: bool = typer.Option(False, "--update-baseline", help="Measure MODEL and write it as --baseline."),
+    data: Optional[str] = DataOpt,
+    max_drop: Optional[float] = typer.Option(1.0, help="Accuracy points MODEL may lose against the reference."),
+    min_accuracy: Optional[float] = typer.Option(None, help="Absolute accuracy floor, percent."),
+    max_size_kb: Optional[float] = typer.Option(None, help="File size ceiling, KB."),
+    max_latency_ms: Optional[float] = typer.Option(None, help="p50 latency ceiling, ms."),
+    max_latency_ratio: Optional[float] = typer.Option(None, help="p50 latency ceiling relative to the reference's."),
+    max_size_ratio: Optional[float] = typer.Option(None, help="File size ceiling relative to the reference's."),
+    allow_other_data: bool = typer.Option(False, help="Compare with a baseline measured on other test images."),
+    limit: Optional[int] = typer.Option(None, min=1, help="Score on the first N test images only."),
+    runs: int = typer.Option(200, min=1),
+    threads: int = typer.Option(1, min=1),
+    as_json: bool = JsonOpt,
+    quiet: bool = QuietOpt,
+):
+    """Gate a compressed model: exit 0 within the limits, 1 when it regresses, 2 for bad input."""
+    from .gate import GateConfig
+    from .gate import check as run_check
+    from .gate import update_baseline as write_baseline
+
+    config = GateConfig(max_drop, min_accuracy, max_size_kb, max_latency_ms, max_latency_ratio, max_size_ratio,
+                        allow_other_data)
+    bench = BenchConfig(runs=runs, threads=threads, limit=limit)
+    if update_baseline and baseline is None:
+        raise ConfigError("--update-baseline needs --baseline FILE to write")
+    with ui.ProgressBars(not quiet) as bars:
+        dataset = _load_data(data, None, None, 0, bars)
+        if update_baseline:
+            written = write_baseline(model, dataset, _writable(baseline), bench, bars)
+        else:
+            result = run_check(model, dataset, config, bench, reference, baseline, bars)
+    if update_baseline:
+        ui.show(f"wrote baseline {baseline}: accuracy {100 * written.accuracy:.2f} % on "
+                f"{written.data['test_images']} test images")
+        return
+    if as_json:
+        ui.out.print_json(json.dumps(result.to_dict(), default=str))
+    else:
+        verdict = "passed" if result.passed else "REGRESSED"
+        ui.show(ui.gate_table([c.to_dict() for c in result.criteria], f"check {model.name}: {verdict}"))
+    if not result.passed:
+        raise typer.Exit(GateFailed.exit_code)
 
 
 def _writable(path: Path) -> Path:

@@ -101,6 +101,7 @@ class CompressConfig:
     train_limit: int | None = None  # use a seeded subset of the train split (quick runs, tests)
     test_limit: int | None = None
     calibration_samples: int = 200  # representative images for int8, drawn from the train split
+    max_drop: float | None = None  # gate: accuracy points a quantized stage may lose against the Keras float
 
     def __post_init__(self):
         if not self.modes:
@@ -110,6 +111,8 @@ class CompressConfig:
             if value is not None:
                 _positive(name.replace("_", " "), value)
         _positive("calibration samples", self.calibration_samples)
+        if self.max_drop is not None and self.max_drop < 0:
+            raise ConfigError(f"max-drop must be >= 0, got {self.max_drop}")
 
 
 def _positive(name: str, value: float) -> None:

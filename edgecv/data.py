@@ -66,6 +66,9 @@ class Dataset:
         x_test, y_test = pick(self.x_test, self.y_test, test)
         return replace(self, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
 
+    def fingerprint(self) -> str:
+        return fingerprint(self.x_test, self.y_test)
+
     def describe(self) -> dict:
         return {
             "source": self.source,
@@ -75,7 +78,17 @@ class Dataset:
             "input_shape": list(self.input_shape),
             "classes": list(self.classes),
             "skipped_files": self.skipped,
+            "test_fingerprint": self.fingerprint(),
         }
+
+
+def fingerprint(images: np.ndarray, labels: np.ndarray) -> str:
+    """Hash of test images and labels: the same data from another path matches, other data does not."""
+    h = hashlib.sha256()
+    for array in (images, labels):
+        h.update(f"{array.shape}{array.dtype}".encode())
+        h.update(np.ascontiguousarray(array).tobytes())
+    return h.hexdigest()[:16]
 
 
 def cache_dir() -> Path:

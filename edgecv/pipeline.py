@@ -75,11 +75,18 @@ def compress(config: CompressConfig, on_progress: ProgressFn = ignore) -> Report
     else:
         stages += [StageResult(f"pruned {m.value}", status="skipped", reason="sparsity 0") for m in modes]
 
-    # 5. the report, in three forms
+    # 5. the gate, when asked: a CI run fails when its own compressed models drop too much
+    gate = None
+    if config.max_drop is not None:
+        from .gate import gate_report
+
+        gate = gate_report(stages, config.max_drop)
+
+    # 6. the report, in three forms
     on_progress(Progress("report", 0, 1))
     report = Report(
         stages=stages, environment=host_environment(runtime, config.bench.threads), data=dataset.describe(),
-        config=asdict(config), edgecv=__version__, created=now(), seconds=time.perf_counter() - start,
+        config=asdict(config), edgecv=__version__, created=now(), seconds=time.perf_counter() - start, gate=gate,
     )
     write_text(out / "report.md", report.to_markdown())
     plot_pareto(report, out / "pareto.png")
@@ -107,6 +114,6 @@ def _tflite_stage(model, mode, name, path, dataset, config, calibration, runtime
         on_progress(Progress(f"convert {name}", 1, 1))
         result = benchmark_tflite(path, dataset, config.bench, on_progress, name=name, runtime=runtime)
     except EdgecvError as e:  # the stage boundary: the row stays, marked failed
-        return StageResult(name, status="failed", reason=str(e), format="tflite")
+        return StageResult(name, status="failed", reason=str(e), format="tflite", details={"mode": mode.value})
     result.details["mode"] = mode.value
     return result

@@ -80,6 +80,7 @@ class Report:
     edgecv: str = ""
     created: str = ""
     seconds: float | None = None
+    gate: dict | None = None  # compress --max-drop: criteria per quantized stage, and whether all passed
 
     def stage(self, name: str) -> StageResult | None:
         return next((s for s in self.stages if s.stage == name), None)
@@ -100,7 +101,7 @@ class Report:
             raise ValueError("no list of stages")
         return cls(
             stages=[StageResult.from_dict(s) for s in d["stages"]],
-            **{k: d[k] for k in ("environment", "data", "config", "edgecv", "created", "seconds") if k in d},
+            **{k: d[k] for k in ("environment", "data", "config", "edgecv", "created", "seconds", "gate") if k in d},
         )
 
     @classmethod
@@ -130,6 +131,10 @@ class Report:
         ]
         if self.seconds is not None:
             meta.append(f"- wall time: {self.seconds / 60:.1f} min")
+        if self.gate is not None:
+            failed = [c["stage"] for c in self.gate["criteria"] if not c["passed"]]
+            meta.append(f"- gate (max drop {self.gate['max_drop']} points vs {self.gate['reference']}): "
+                        + ("passed" if self.gate["passed"] else "FAILED for " + ", ".join(failed)))
         return "# edgecv report\n\n" + "\n".join(lines) + "\n\n" + "\n".join(meta) + "\n"
 
 

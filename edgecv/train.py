@@ -26,8 +26,12 @@ class TrainResult:
 
 
 def set_seed(seed: int) -> None:
-    """Seeds Python, numpy and TensorFlow in one call, so runs with the same seed start alike."""
+    """Seeds Python, numpy and TensorFlow and asks TensorFlow for deterministic ops, so that a rerun with the
+    same seed, data and versions gives the same weights (on the same CPU type: kernels differ across ISAs)."""
+    from ._tf import tf
+
     keras().utils.set_random_seed(seed)
+    tf().config.experimental.enable_op_determinism()
 
 
 def make_optimizer(name: Optimizer | str, learning_rate: float):

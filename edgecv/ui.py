@@ -65,6 +65,25 @@ def show_report(report: Report, as_json: bool = False, title: str | None = None)
                 show(f"{stage.stage}: {stage.status}: {stage.reason}")
 
 
+def gate_table(criteria: list[dict], title: str) -> Table:
+    """One row per limit: what was measured, the limit, and by how much it was missed."""
+    table = Table(title=title, title_justify="left")
+    with_stage = any("stage" in c for c in criteria)
+    for header in (["stage"] if with_stage else []) + ["criterion", "measured", "limit", "result"]:
+        table.add_column(header, justify="left" if header in ("stage", "criterion", "result") else "right")
+    for c in criteria:
+        measured = "not measured" if c["measured"] is None else f"{c['measured']:.3f} {c['unit']}"
+        if c["passed"]:
+            result = "[green]pass[/]"
+        elif c["excess"] is None:
+            result = "[red]FAIL[/]"
+        else:
+            result = f"[red]FAIL by {c['excess']:.3f} {c['unit']}[/]"
+        row = [c["name"], measured, f"{c['op']} {c['limit']:g} {c['unit']}", result]
+        table.add_row(*([c["stage"]] if with_stage else []) + row)
+    return table
+
+
 def error(message: str) -> None:
     err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
 

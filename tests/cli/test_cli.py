@@ -112,3 +112,41 @@ def test_compress_prints_the_table(tmp_path, image_folder):
     for stage in ("keras float", "tflite float32", "tflite int8", "pruned float32", "pruned int8"):
         assert stage in r.stdout
     assert (out / "report.json").is_file() and "wrote" in r.stderr
+
+
+def test_check_exit_codes(tmp_path, image_folder):
+    run_dir = tmp_path / "run"
+    r = run("compress", "--data", image_folder, "--epochs", "2", "--batch-size", "16", "--sparsity", "0", "--runs",
+            "5", "--out", run_dir, "-q")
+    assert r.exit_code == 0, r.stderr
+    int8, parent = run_dir / "tflite_int8.tflite", run_dir / "tflite_float32.tflite"
+    common = ["--data", image_folder, "--runs", "5", "-q"]
+    ok = run("check", int8, "--reference", parent, "--max-drop", "50", *common)
+    assert ok.exit_code == 0 and "passed" in ok.stdout
+    bad = run("check", int8, "--reference", parent, "--max-drop", "50", "--max-size-kb", "0.5", *common)
+    assert bad.exit_code == 1 and "FAIL by" in bad.stdout
+
+    baseline = tmp_path / "baseline.json"
+    assert run("check", int8, "--baseline", baseline, "--update-baseline", *common).exit_code == 0
+    assert run("check", int8, "--baseline", baseline, "--max-drop", "0", *common).exit_code == 0
+    before = baseline.read_bytes()
+    result = run("check", int8, "--baseline", baseline, "--limit", "10", *common)
+    assert_one_line_error(result, 2, "other test images")
+    broken = tmp_path / "broken.tflite"
+    broken.write_bytes(b"nope")
+    assert_one_line_error(run("check", broken, "--baseline", baseline, "--update-baseline", *common), 2, "broken.tflite")
+    assert baseline.read_bytes() == before
+    missing = run("check", int8, "--baseline", tmp_path / "none.json", *common)
+    assert_one_line_error(missing, 2, "does not exist")
+
+
+def test_compress_max_drop_gate_fails_the_run(tmp_path, image_folder):
+    r = run("compress", "--data", image_folder, "--epochs", "1", "--batch-size", "16", "--sparsity", "0.9",
+            "--prune-epochs", "1", "--runs", "5", "--max-drop", "0", "--out", tmp_path / "run", "-q", "--json")
+    report = json.loads((tmp_path / "run" / "report.json").read_text())
+    assert report["gate"]["max_drop"] == 0
+    assert r.exit_code == (0 if report["gate"]["passed"] else 1)
+    # a 100-point allowance always passes
+    r = run("compress", "--data", image_folder, "--epochs", "1", "--batch-size", "16", "--sparsity", "0",
+            "--runs", "5", "--max-drop", "100", "--out", tmp_path / "run2", "-q")
+    assert r.exit_code == 0 and "gate" in r.stdout
