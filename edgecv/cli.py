@@ -95,7 +95,8 @@ def prune(
     sparsity: float = typer.Option(0.8, help="Target share of zero weights per kernel, in [0, 1)."),
     epochs: int = typer.Option(2, min=1, help="Fine-tuning epochs while sparsity ramps up."),
     batch_size: int = typer.Option(64, min=1),
-    lr: float = typer.Option(0.01, help="Fine-tuning learning rate (SGD)."),
+    lr: float = typer.Option(0.01, help="Fine-tuning learning rate."),
+    optimizer: Optimizer = typer.Option(Optimizer.SGD, help="Fine-tuning optimizer."),
     seed: int = SeedOpt,
     train_limit: Optional[int] = TrainLimit,
     test_limit: Optional[int] = TestLimit,
@@ -108,7 +109,7 @@ def prune(
     from .export import load_keras, save_keras
     from .prune import prune as prune_model
 
-    config = PruneConfig(sparsity, epochs, batch_size, lr, seed)
+    config = PruneConfig(sparsity, epochs, batch_size, lr, seed, optimizer)
     keras_model = load_keras(model)
     with ui.ProgressBars(not quiet) as bars:
         dataset = _load_data(data, train_limit, test_limit, seed, bars)
@@ -211,7 +212,7 @@ def compress(
     config = CompressConfig(
         out=folder, data=data, model=model, modes=modes or (QuantMode.INT8,), io_type=io_type,
         train=TrainConfig(arch, epochs, batch_size, optimizer, lr, seed),
-        prune=PruneConfig(sparsity, prune_epochs, batch_size, lr, seed),
+        prune=PruneConfig(sparsity, prune_epochs, batch_size, lr, seed, optimizer),
         bench=BenchConfig(runs=runs, threads=threads), train_limit=train_limit, test_limit=test_limit,
         max_drop=max_drop,
     )

@@ -63,6 +63,7 @@ class PruneConfig:
     batch_size: int = 64
     learning_rate: float = 0.01
     seed: int = 0
+    optimizer: Optimizer = Optimizer.SGD  # compress uses the training optimizer: a switch unsettles the weights
 
     def __post_init__(self):
         if not 0.0 <= self.sparsity < 1.0:

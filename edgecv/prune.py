@@ -68,7 +68,7 @@ def prune(model, dataset: Dataset, config: PruneConfig = PruneConfig(), on_progr
         return layer
 
     wrapped = keras().models.clone_model(base, clone_function=wrap)
-    compile_model(wrapped, "sgd", config.learning_rate)
+    compile_model(wrapped, config.optimizer, config.learning_rate)
     start = time.perf_counter()
     wrapped.fit(
         dataset.x_train, one_hot(dataset.y_train, dataset.num_classes), batch_size=config.batch_size,
