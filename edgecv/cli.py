@@ -280,6 +280,108 @@ def check(
         raise typer.Exit(GateFailed.exit_code)
 
 
+device_app = typer.Typer(help="Benchmark on a Raspberry Pi or a Coral board: make a kit, merge its results.",
+                         no_args_is_help=True)
+app.add_typer(device_app, name="device")
+
+
+@device_app.command("kit")
+@cli_errors
+def device_kit(
+    models: List[Path] = typer.Argument(..., help=".tflite models to carry."),
+    data: Optional[str] = DataOpt,
+    samples: int = typer.Option(500, min=1, help="Test images in the sample file (a seeded sample)."),
+    out: Path = typer.Option(Path("edgecv-kit"), "--out", "-o", help="Kit folder."),
+    archive: bool = typer.Option(False, help="Also pack the kit as <out>.tar.gz."),
+):
+    """Make a folder to copy to a device: models, samples.npz, edgecv_bench.py and a README."""
+    from .device import make_kit
+
+    with ui.ProgressBars(True) as bars:
+        dataset = _load_data(data, None, None, 0, bars)
+    kit = make_kit(models, dataset, out, samples, archive)
+    ui.show(f"wrote {kit.path}: {', '.join(kit.models)} with {kit.images} test images; see its README.txt")
+
+
+@device_app.command("merge")
+@cli_errors
+def device_merge(
+    results: List[Path] = typer.Argument(..., help="Host report.json and device result JSON files."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Folder for merged.json and merged.png."),
+    as_json: bool = JsonOpt,
+):
+    """Merge host and device results: one accuracy / latency / size table, a column group per device."""
+    from rich.table import Table
+
+    from .device import merge, plot_merged
+
+    merged = merge(results)
+    if out is not None:
+        from .fsutil import prepare_out_dir, write_text
+
+        folder = prepare_out_dir(out)
+        write_text(folder / "merged.json", json.dumps(merged.to_dict(), indent=2) + "\n")
+        plot_merged(merged, folder / "merged.png")
+    if as_json:
+        ui.out.print_json(json.dumps(merged.to_dict()))
+        return
+    table = Table(title="accuracy % / p50 ms / p90 ms per device", title_justify="left")
+    table.add_column("model")
+    table.add_column("KB", justify="right")
+    table.add_column("gzip KB", justify="right")
+    for i, device in enumerate(merged.devices):
+        for header in ("acc %", "p50 ms", "p90 ms"):
+            table.add_column(f"{header}\n[{i + 1}]", justify="right")
+    for model in merged.models:
+        cells = [merged.cell(d, model) for d in merged.devices]
+        sized = next((c for c in cells if c is not None and c.size_bytes), None)
+        row = [model, f"{sized.size_bytes / 1024:,.1f}" if sized else "", f"{sized.gzip_bytes / 1024:,.1f}" if sized else ""]
+        for c in cells:
+            latency = (c.latency or {}) if c else {}
+            row += ["" if c is None or c.accuracy is None else f"{100 * c.accuracy:.2f}",
+                    f"{latency['p50_ms']:.4f}" if "p50_ms" in latency else "",
+                    f"{latency['p90_ms']:.4f}" if "p90_ms" in latency else ""]
+        table.add_row(*row)
+    ui.show(table)
+    for i, device in enumerate(merged.devices):
+        data = device.report.data
+        warning = (device.report.environment.get("device") or {}).get("pairing_warning")
+        ui.show(f"[{i + 1}] {device.label}: {data.get('test_images', '?')} images"
+                + (f"; warning: {warning}" if warning else ""))
+    fingerprints = {d.report.data.get("test_fingerprint") for d in merged.devices} - {None}
+    if len(fingerprints) > 1:
+        ui.note("note: the files were scored on different test images; compare accuracies with care")
+
+
+@app.command()
+@cli_errors
+def edgetpu(
+    model: Path = typer.Argument(..., help="A full-integer .tflite (edgecv quantize --mode int8 --io-type uint8)."),
+    runtime_version: int = typer.Option(14, "--runtime-version", help="Lowest Edge TPU runtime to target (-m)."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Where edgetpu_compiler writes, if installed."),
+    as_json: bool = JsonOpt,
+):
+    """Edge TPU readiness: compile with edgetpu_compiler if installed, else predict op by op what would map."""
+    from rich.table import Table
+
+    from .edgetpu import check_model
+
+    report = check_model(model, out, runtime_version)
+    if as_json:
+        ui.out.print_json(json.dumps(report.to_dict()))
+        return
+    how = "edgetpu_compiler" if report.method == "compiler" else "static check (edgetpu_compiler not on PATH)"
+    table = Table("operator", "count", "status", title=f"{model.name}: {how}", title_justify="left")
+    for op, count, status in report.table():
+        table.add_row(op, str(count), status)
+    ui.show(table)
+    reasons = [o for o in report.ops if o.reason and not o.on_tpu and o.status != "More than one subgraph is not supported"]
+    for o in reasons:
+        ui.show(f"op {o.index} {o.op}: {o.reason}")
+    ui.show(f"{report.tpu_ops} ops on the Edge TPU, {report.cpu_ops} on the CPU"
+            + (f"; compiled {report.compiled}" if report.compiled else ""))
+
+
 def _writable(path: Path) -> Path:
     from .fsutil import prepare_out_dir
 

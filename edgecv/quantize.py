@@ -19,6 +19,14 @@ class ConversionError(EdgecvError):
     """The TFLite converter refused the model."""
 
 
+def _with_batch(model, batch_size: int):
+    """The same layers and weights behind an input of fixed batch size."""
+    from ._tf import keras
+
+    inputs = keras().Input(shape=model.input_shape[1:], batch_size=batch_size, name=model.input_names[0])
+    return keras().Model(inputs, model(inputs), name=model.name)
+
+
 def calibration_images(dataset: Dataset, n: int = 200, seed: int = 0) -> np.ndarray:
     """A seeded sample of train images, as the float pixels the model takes."""
     rng = np.random.default_rng(seed)
@@ -28,15 +36,20 @@ def calibration_images(dataset: Dataset, n: int = 200, seed: int = 0) -> np.ndar
 
 def convert(
     model, mode: QuantMode | str = QuantMode.FLOAT32, calibration: np.ndarray | None = None,
-    io_type: IOType | str = IOType.INT8,
+    io_type: IOType | str = IOType.INT8, batch_size: int | None = 1,
 ) -> bytes:
     """Returns the ``.tflite`` flatbuffer of ``model`` in ``mode``.
+
+    The input batch is fixed (1 by default): the Edge TPU compiler and XNNPACK's static planning want static
+    shapes, and a device classifies one image at a time. ``batch_size=None`` keeps it dynamic.
 
     Raises:
         ConversionError: int8 without calibration images, or the converter failed (its log is in the message).
     """
     mode, io_type = QuantMode(mode), IOType(io_type)
     tf_ = tf()
+    if batch_size is not None and model.input_shape[0] != batch_size:
+        model = _with_batch(model, batch_size)
     converter = tf_.lite.TFLiteConverter.from_keras_model(model)
     if mode is QuantMode.DYNAMIC:
         converter.optimizations = [tf_.lite.Optimize.DEFAULT]

@@ -1,7 +1,13 @@
-"""Run and time TFLite models with whichever runtime is installed: the benchmark core.
+"""Run and time TFLite models with whichever runtime is installed: the benchmark core and the device script.
 
-This module must run on a Raspberry Pi or a Coral board with only the standard library, numpy and one
-TFLite runtime, on Python 3.7+ and numpy 1.x or 2.x. It imports nothing from edgecv and never imports
+This one file is both ``edgecv.runtime`` (the host benchmark builds on it) and ``tools/edgecv_bench.py``
+(a byte-identical copy, checked by a test) that a device kit carries to a Raspberry Pi or a Coral board:
+
+    python3 edgecv_bench.py                      # every .tflite beside it, on samples.npz beside it
+    python3 edgecv_bench.py --edgetpu --models model_edgetpu.tflite --out coral.json
+
+It must run with only the standard library, numpy and one TFLite runtime (ai_edge_litert, tflite_runtime or
+tensorflow.lite), on Python 3.7+ and numpy 1.x or 2.x. It imports nothing from edgecv and never imports
 TensorFlow while a lighter runtime is installed. Keep it that way: no syntax or calls newer than 3.7.
 
 Clocks time ``invoke()`` only; inputs are set outside them. The first inference (which includes lazy
@@ -11,19 +17,32 @@ state, and the tail is kept: p50, p90 and p99 with no outlier clipping.
 
 from __future__ import annotations
 
+import argparse
 import gzip
+import json
 import os
 import platform
+import socket
+import subprocess
 import sys
+import tempfile
 import time
+from datetime import datetime
 
 import numpy as np
 
 RUNTIMES = ("ai_edge_litert", "tflite_runtime", "tensorflow")
+SCHEMA = "edgecv.report/1"  # the host's report.json and the device's result share it: one reader serves both
+EDGETPU_LIBRARIES = {"Linux": "libedgetpu.so.1", "Darwin": "libedgetpu.1.dylib", "Windows": "edgetpu.dll"}
+EXIT_BAD_INPUT, EXIT_MISSING = 2, 3
 
 
 class RuntimeMissing(Exception):
     """No TFLite runtime could be imported (the message lists why each one failed)."""
+
+
+class DelegateMissing(Exception):
+    """The Edge TPU delegate library or the device is not there."""
 
 
 class Runtime(object):
@@ -84,11 +103,16 @@ def _dist_version(dist):
 class TFLiteModel(object):
     """One interpreter with batch-1 input, and the conversion of raw pixels into its input layout."""
 
-    def __init__(self, path=None, content=None, threads=1, runtime=None, delegates=None):
+    def __init__(self, path=None, content=None, threads=1, runtime=None, delegates=None, plain=False):
+        """``plain``: no default delegate (XNNPACK), so that every op and tensor of the graph stays visible."""
         self.runtime = runtime or find_runtime()
         kwargs = {"num_threads": threads}
         if delegates:
             kwargs["experimental_delegates"] = delegates
+        if plain:
+            resolver = getattr(sys.modules[self.runtime.interpreter_cls.__module__], "OpResolverType", None)
+            if resolver is not None:
+                kwargs["experimental_op_resolver_type"] = resolver.BUILTIN_WITHOUT_DEFAULT_DELEGATES
         if content is not None:
             kwargs["model_content"] = content
         else:
@@ -215,18 +239,20 @@ def file_sizes(data):
 
 
 def benchmark_tflite(path, images, labels, threads=1, warmup=10, runs=200, runtime=None, delegates=None,
-                     name=None, on_step=None, model=None):
+                     name=None, on_step=None, model=None, prepared=None):
     """Benchmarks one ``.tflite`` file: accuracy over all ``images``, batch-1 latency, size and weights.
 
     ``images`` are raw pixels; each model gets them in its own input layout. Returns a JSON-ready record.
     ``on_step(phase, done, total)`` reports progress through the latency and accuracy loops. ``model`` is a
     ``TFLiteModel`` of ``path`` built by the caller (it must not have run yet: its first inference is timed).
+    ``prepared`` are ``images`` already in the model's input layout (a kit's sample file carries them).
     """
     with open(str(path), "rb") as f:
         content = f.read()
     if model is None:
         model = TFLiteModel(content=content, threads=threads, runtime=runtime, delegates=delegates)
-    prepared = model.prepare(images)
+    if prepared is None or np.dtype(prepared.dtype) != np.dtype(model.input["dtype"]):
+        prepared = model.prepare(images)
     step = (lambda phase: (lambda d, t: on_step(phase, d, t))) if on_step else (lambda phase: None)
     latency = measure_latency(model, prepared, warmup, runs, step("latency"))
     accuracy, _ = measure_accuracy(model, prepared, labels, step("accuracy"))
@@ -274,3 +300,229 @@ def _cpu_model():
     except OSError:
         pass
     return platform.processor() or None
+
+
+# --- the device side: Edge TPU, device facts, sample files, the command line ---------------------
+
+
+def load_edgetpu_delegate(runtime, library=None):
+    """The Edge TPU delegate, or DelegateMissing saying what is missing (the library, or the device)."""
+    library = library or EDGETPU_LIBRARIES.get(platform.system())
+    if library is None:
+        raise DelegateMissing("there is no Edge TPU runtime for %s" % platform.system())
+    try:
+        return runtime.load_delegate(library)
+    except (ValueError, OSError, RuntimeError) as e:
+        detail = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        _collect_quietly()
+        raise DelegateMissing(
+            "the Edge TPU delegate %s could not be loaded (%s): install the Edge TPU runtime "
+            "(libedgetpu1-std) and check that the Coral device is plugged in" % (library, detail))
+
+
+def _collect_quietly():
+    """A failed load_delegate leaves a half-built Delegate whose __del__ raises; collect it without the noise."""
+    import gc
+
+    hook = getattr(sys, "unraisablehook", None)  # Python 3.8+
+    if hook is not None:
+        sys.unraisablehook = lambda *_: None
+    try:
+        gc.collect()
+    finally:
+        if hook is not None:
+            sys.unraisablehook = hook
+
+
+def _read(path):
+    try:
+        with open(path, "rb") as f:
+            return f.read().decode(errors="replace").strip("\x00 \n")
+    except OSError:
+        return None
+
+
+def _command(args):
+    try:
+        done = subprocess.run(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return done.stdout.decode(errors="replace").strip() if done.returncode == 0 else None
+
+
+THROTTLE_BITS = {0: "under-voltage", 1: "arm frequency capped", 2: "throttled", 3: "soft temperature limit",
+                 16: "under-voltage occurred", 17: "arm frequency capping occurred", 18: "throttling occurred",
+                 19: "soft temperature limit occurred"}
+
+
+def thermal_state():
+    """CPU temperature and the Pi's throttling flags; None where the source is missing, never a guess."""
+    temp = _read("/sys/class/thermal/thermal_zone0/temp")
+    raw = _command(["vcgencmd", "get_throttled"])  # "throttled=0x50000" on a Raspberry Pi
+    flags = None
+    if raw and "=" in raw:
+        try:
+            value = int(raw.split("=", 1)[1], 16)
+            flags = {"raw": hex(value), "active": [name for bit, name in sorted(THROTTLE_BITS.items()) if value >> bit & 1]}
+        except ValueError:
+            flags = {"raw": raw, "active": None}
+    try:
+        celsius = int(temp) / 1000.0 if temp is not None else None
+    except ValueError:
+        celsius = None
+    return {"cpu_celsius": celsius, "throttled": flags}
+
+
+def _os_name():
+    text = _read("/etc/os-release")
+    for line in (text or "").splitlines():
+        if line.startswith("PRETTY_NAME="):
+            return line.split("=", 1)[1].strip('"')
+    return platform.platform()
+
+
+def libedgetpu_version():
+    for package in ("libedgetpu1-std", "libedgetpu1-max"):
+        version = _command(["dpkg-query", "-W", "-f", "${Version}", package])
+        if version:
+            return {"package": package, "version": version}
+    return None
+
+
+def pairing_warning(runtime, libedgetpu):
+    """Runtime pairings with libedgetpu that Coral's trackers show failing, said before the numbers are trusted."""
+    if runtime.name == "tensorflow":
+        return ("tf.lite.Interpreter from full TensorFlow with libedgetpu is known to fail ('Unsupported data "
+                "type in custom op handler'); use tflite_runtime")
+    if runtime.name == "tflite_runtime" and libedgetpu:
+        lib = libedgetpu["version"]
+        if lib.startswith("16.0") and not str(runtime.version).startswith("2.5.0") and "tf" not in lib:
+            return ("libedgetpu %s is built against TensorFlow 2.5 (pycoral pins tflite-runtime 2.5.0.post1); "
+                    "tflite-runtime %s with it is known to fail or crash" % (lib, runtime.version))
+        if lib.startswith("15.0") and not str(runtime.version).startswith("2.5.0"):
+            return "libedgetpu 15.0 pairs with tflite-runtime 2.5.0, not %s" % runtime.version
+    if runtime.name == "ai_edge_litert":
+        return "Coral documents libedgetpu with tflite-runtime 2.5.0.post1, not ai-edge-litert; results may differ"
+    return None
+
+
+def device_info(runtime, threads, edgetpu=False):
+    env = environment(runtime, threads)
+    env["device"] = {
+        "hostname": socket.gethostname(),
+        "board": _read("/proc/device-tree/model"),  # "Raspberry Pi 4 Model B Rev 1.4", "Coral Dev Board"
+        "os": _os_name(),
+        "edgetpu": bool(edgetpu),
+        "libedgetpu": libedgetpu_version() if edgetpu else None,
+    }
+    if edgetpu:
+        env["device"]["pairing_warning"] = pairing_warning(runtime, env["device"]["libedgetpu"])
+    return env
+
+
+def sample_key(model_path):
+    """Name of a model's prepared inputs in a sample file: ``input__<file stem>``."""
+    return "input__" + os.path.splitext(os.path.basename(str(model_path)))[0]
+
+
+def load_samples(path):
+    """A sample file written by ``edgecv device kit``: raw images, labels, and inputs prepared per model."""
+    with np.load(str(path), allow_pickle=False) as z:
+        if "images" not in z.files or "labels" not in z.files:
+            raise ValueError("%s lacks 'images' or 'labels': not an edgecv sample file" % path)
+        return {name: z[name] for name in z.files}
+
+
+def _atomic_write(path, text):
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".result-", suffix=".part", dir=folder)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def run_device(models, samples, runtime, threads=1, warmup=10, runs=200, edgetpu=False, manifest=None,
+               on_model=None):
+    """Benchmarks each model on the sample file; returns a report dict in the host's schema."""
+    delegates = [load_edgetpu_delegate(runtime)] if edgetpu else None
+    before = thermal_state()
+    images, labels = samples["images"], samples["labels"]
+    stages = []
+    for path in models:
+        if on_model is not None:
+            on_model(path)
+        model = TFLiteModel(path, threads=threads, runtime=runtime, delegates=delegates)
+        # the kit's copy in this model's layout; without one, the raw pixels are converted here
+        record = benchmark_tflite(path, images, labels, threads, warmup, runs, model=model,
+                                  prepared=samples.get(sample_key(path)))
+        record["model"] = os.path.basename(str(path))
+        stages.append(record)
+    env = device_info(runtime, threads, edgetpu)
+    env["device"]["before"], env["device"]["after"] = before, thermal_state()
+    manifest = manifest or {}
+    return {"schema": SCHEMA, "stages": stages, "environment": env, "data": manifest.get("data", {}),
+            "config": {"warmup": warmup, "runs": runs, "threads": threads, "edgetpu": bool(edgetpu)},
+            "edgecv": manifest.get("edgecv", ""), "created": datetime.now().astimezone().isoformat(timespec="seconds")}
+
+
+def main(argv=None):
+    here = os.path.dirname(os.path.abspath(__file__))
+    parser = argparse.ArgumentParser(description="Benchmark TFLite models on this device (edgecv device kit).")
+    parser.add_argument("--models", nargs="+", help="model files (default: every .tflite beside this script)")
+    parser.add_argument("--samples", default=os.path.join(here, "samples.npz"), help="sample file from the kit")
+    parser.add_argument("--runtime", choices=RUNTIMES, help="default: the first of %s installed" % ", ".join(RUNTIMES))
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--warmup", type=int, default=10)
+    parser.add_argument("--runs", type=int, default=200)
+    parser.add_argument("--edgetpu", action="store_true", help="load the Edge TPU delegate")
+    parser.add_argument("--out", help="result JSON (default: result-<host>-<runtime>.json in the current folder)")
+    args = parser.parse_args(argv)
+
+    def fail(code, message):
+        sys.stderr.write("error: %s\n" % message)
+        return code
+
+    if args.threads < 1 or args.runs < 1 or args.warmup < 0:
+        return fail(EXIT_BAD_INPUT, "threads and runs must be >= 1 and warm-up >= 0")
+    models = args.models or sorted(os.path.join(here, f) for f in os.listdir(here) if f.endswith(".tflite"))
+    if not models:
+        return fail(EXIT_BAD_INPUT, "no .tflite model given or found beside %s" % __file__)
+    for path in models + [args.samples]:
+        if not os.path.isfile(path):
+            return fail(EXIT_BAD_INPUT, "%s does not exist" % path)
+    try:
+        samples = load_samples(args.samples)
+    except (OSError, ValueError) as e:
+        return fail(EXIT_BAD_INPUT, "cannot read sample file %s: %s" % (args.samples, e))
+    manifest = {}
+    manifest_path = os.path.join(os.path.dirname(os.path.abspath(args.samples)), "kit.json")
+    if os.path.isfile(manifest_path):
+        with open(manifest_path) as f:
+            manifest = json.load(f)
+    try:
+        runtime = find_runtime(args.runtime)
+        report = run_device(models, samples, runtime, args.threads, args.warmup, args.runs, args.edgetpu, manifest,
+                            on_model=lambda p: sys.stderr.write("benchmarking %s\n" % os.path.basename(p)))
+    except (RuntimeMissing, DelegateMissing) as e:
+        return fail(EXIT_MISSING, str(e))
+    except (ValueError, RuntimeError) as e:  # the interpreter's words for a model it cannot load or run
+        return fail(EXIT_BAD_INPUT, str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__)
+    out = args.out or "result-%s-%s.json" % (socket.gethostname(), runtime.name)
+    _atomic_write(out, json.dumps(report, indent=2) + "\n")
+    warning = report["environment"]["device"].get("pairing_warning")
+    if warning:
+        sys.stderr.write("warning: %s\n" % warning)
+    for stage in report["stages"]:
+        sys.stdout.write("%-32s acc %6.2f %%  p50 %8.4f ms  p90 %8.4f ms  first %8.3f ms\n" % (
+            stage["model"], 100 * stage["accuracy"], stage["latency"]["p50_ms"], stage["latency"]["p90_ms"],
+            stage["latency"]["first_ms"]))
+    sys.stdout.write("wrote %s\n" % out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

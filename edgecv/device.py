@@ -1,0 +1,204 @@
+"""The host side of on-device benchmarking: build a kit to copy to a device, and merge the results back.
+
+A kit is a folder (or ``.tar.gz``) holding the models, ``samples.npz`` (test images, labels, and each model's
+inputs already in its layout), ``edgecv_bench.py`` (this package's own ``runtime.py``, so the device runs the
+very code the host does), ``kit.json`` (what the samples are) and a README with the steps for a Pi and a Coral.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from . import __version__
+from . import runtime as rt
+from .benchmark import find_runtime, now, scoring_images
+from .config import BenchConfig
+from .data import Dataset, fingerprint
+from .errors import DataError
+from .fsutil import atomic_path, captured_stderr, prepare_out_dir, write_text
+from .report import Report
+
+KIT_README = """edgecv device kit
+=================
+
+Models: {models}
+Samples: samples.npz ({images} test images of {source}, with labels and each model's inputs)
+
+Raspberry Pi (Raspberry Pi OS, Python 3.7+):
+    python3 -m venv --system-site-packages ~/edgecv && . ~/edgecv/bin/activate
+    pip install "tflite-runtime==2.14.0" "numpy<2"      # or: pip install ai-edge-litert
+    python3 edgecv_bench.py --threads 4 --out pi.json
+
+Coral Dev Board or USB Accelerator (compile on an x86-64 Linux host first: edgetpu_compiler MODEL.tflite):
+    sudo apt-get install libedgetpu1-std python3-tflite-runtime    # Coral's apt repository
+    python3 edgecv_bench.py --edgetpu --models MODEL_edgetpu.tflite --out coral.json
+
+Copy the result JSON back and merge it with the host's report:
+    edgecv device merge runs/<name>/report.json pi.json coral.json --out merged/
+
+Exit codes: 0 ok, 2 a missing or unreadable model or sample file, 3 no TFLite runtime or no Edge TPU.
+"""
+
+
+@dataclass
+class Kit:
+    path: Path  # the folder, or the archive
+    models: list[str]
+    images: int
+
+
+def make_kit(models: list[str | os.PathLike], dataset: Dataset, out: str | os.PathLike, samples: int = 500,
+             archive: bool = False) -> Kit:
+    """Writes a device kit for ``models`` with ``samples`` seeded test images.
+
+    Raises:
+        DataError: a model that is missing or not a runnable ``.tflite``.
+    """
+    models = [Path(m) for m in models]
+    runtime = find_runtime()
+    x, y = scoring_images(dataset, BenchConfig(limit=samples))
+    arrays = {"images": x, "labels": y, "classes": np.array(dataset.classes)}
+    for path in models:
+        if path.suffix != ".tflite" or not path.is_file():
+            raise DataError(f"{path} is not a .tflite file: a kit carries TFLite models only")
+        try:
+            with captured_stderr():
+                model = rt.TFLiteModel(path, runtime=runtime)
+        except (ValueError, RuntimeError) as e:
+            raise DataError(f"{path} is not a runnable TFLite model: {str(e).strip().splitlines()[0]}") from None
+        if model.input["shape"][1:].tolist() != list(dataset.input_shape):
+            raise DataError(f"{path} takes {tuple(model.input['shape'][1:])} images, the data set has {dataset.input_shape}")
+        arrays[rt.sample_key(path)] = model.prepare(x)
+    manifest = {
+        "edgecv": __version__, "created": now(), "models": [p.name for p in models],
+        "data": {"source": dataset.source, "kind": dataset.kind, "test_images": int(len(y)),
+                 "test_fingerprint": fingerprint(x, y), "classes": list(dataset.classes)},
+    }
+    out = Path(out)
+    folder = prepare_out_dir(out.with_suffix("") if archive else out)
+    for path in models:
+        with atomic_path(folder / path.name) as tmp:
+            shutil.copyfile(path, tmp)
+    with atomic_path(folder / "samples.npz") as tmp:
+        with open(tmp, "wb") as f:
+            np.savez_compressed(f, **arrays)
+    with atomic_path(folder / "edgecv_bench.py") as tmp:
+        shutil.copyfile(rt.__file__, tmp)
+    write_text(folder / "kit.json", json.dumps(manifest, indent=2) + "\n")
+    write_text(folder / "README.txt", KIT_README.format(models=", ".join(p.name for p in models), images=len(y),
+                                                         source=dataset.source))
+    if not archive:
+        return Kit(folder, manifest["models"], int(len(y)))
+    target = folder.with_name(folder.name + ".tar.gz")
+    with atomic_path(target) as tmp:
+        with tarfile.open(tmp, "w:gz") as tar:
+            tar.add(folder, arcname=folder.name)
+    return Kit(target, manifest["models"], int(len(y)))
+
+
+# --- merging host and device results ------------------------------------------------------------
+
+
+@dataclass
+class DeviceResult:
+    label: str
+    report: Report
+
+
+@dataclass
+class Merged:
+    devices: list[DeviceResult]
+    models: list[str]  # model file names, in first-seen order
+
+    def cell(self, device: DeviceResult, model: str):
+        return next((s for s in device.report.stages if s.model and Path(s.model).name == model), None)
+
+    def to_dict(self) -> dict:
+        return {
+            "schema": "edgecv.merged/1",
+            "devices": [{"label": d.label, "environment": d.report.environment, "data": d.report.data} for d in self.devices],
+            "models": [
+                {"model": m, "results": {d.label: _cell_dict(self.cell(d, m)) for d in self.devices}} for m in self.models
+            ],
+        }
+
+
+def _cell_dict(stage):
+    if stage is None:
+        return None
+    latency = stage.latency or {}
+    return {"accuracy": stage.accuracy, "p50_ms": latency.get("p50_ms"), "p90_ms": latency.get("p90_ms"),
+            "first_ms": latency.get("first_ms"), "size_bytes": stage.size_bytes, "gzip_bytes": stage.gzip_bytes,
+            "status": stage.status, "runtime": stage.runtime}
+
+
+def device_label(report: Report, path: Path) -> str:
+    env = report.environment
+    device = env.get("device") or {}
+    where = device.get("board") or device.get("hostname") or (f"host {env.get('cpu')}" if env.get("cpu") else path.stem)
+    runtime = env.get("runtime") or {}
+    tpu = " + Edge TPU" if device.get("edgetpu") else ""
+    return f"{where} ({runtime.get('name')} {runtime.get('version')}{tpu})"
+
+
+def merge(paths: list[str | os.PathLike]) -> Merged:
+    """Reads host and device result files (one schema) into one table: a column group per device."""
+    devices = []
+    for path in paths:
+        report = Report.load(path)
+        label = device_label(report, Path(path))
+        if any(d.label == label for d in devices):
+            label = f"{label} [{Path(path).name}]"
+        devices.append(DeviceResult(label, report))
+    if not devices:
+        raise DataError("no result files to merge")
+    models = []
+    for d in devices:
+        for s in d.report.stages:
+            if s.model and s.format != "keras" and Path(s.model).name not in models:
+                models.append(Path(s.model).name)
+    return Merged(devices, models)
+
+
+def plot_merged(merged: Merged, path: str | os.PathLike) -> Path | None:
+    """Accuracy against p50 latency, one marker shape per device and one colour per model."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    markers = "os^DvP*X"
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    drawn = False
+    for i, device in enumerate(merged.devices):
+        for j, model in enumerate(merged.models):
+            stage = merged.cell(device, model)
+            if stage is None or stage.accuracy is None or stage.p50() is None:
+                continue
+            ax.scatter(stage.p50(), 100 * stage.accuracy, marker=markers[i % len(markers)],
+                       color=colours[j % len(colours)], s=60, edgecolors="black",
+                       label=f"{model} on {device.label}")
+            drawn = True
+    if not drawn:
+        plt.close(fig)
+        return None
+    ax.set_xscale("log")
+    ax.set_xlabel("p50 latency, ms per image (log scale)")
+    ax.set_ylabel("accuracy, %")
+    ax.set_title("accuracy vs latency per device")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7, loc="best")
+    fig.tight_layout()
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=120, format="png")
+    plt.close(fig)
+    return path
