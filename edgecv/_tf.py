@@ -21,7 +21,8 @@ def _prepare_environment() -> None:
             "set it in the environment or import edgecv first"
         )
     os.environ["TF_USE_LEGACY_KERAS"] = "1"
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # C++ info lines drown the progress bars
+    # C++ log lines cut through the progress bars; errors that matter still arrive as Python exceptions
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
 @cache

@@ -103,7 +103,8 @@ def static_report(path: str | Path, target_runtime: int = 14) -> EdgeTpuReport:
     for position, op in enumerate(ops):
         name = op["op_name"]
         reason = _why_not(op, tensors, produced, graph_inputs, target_runtime)
-        if name == "QUANTIZE" and position == 0 and reason is not None:
+        float_in = np.issubdtype(np.dtype(tensors[int(op["inputs"][0])]["dtype"]), np.floating)
+        if name == "QUANTIZE" and position == 0 and float_in:
             # float input quantized at the graph's start: CPU, but the graph stays in one piece
             result.append(OpStatus(position, name, UNSPECIFIED, False, "float input is quantized on the CPU"))
         elif name == "DEQUANTIZE" and position == len(ops) - 1:

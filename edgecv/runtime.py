@@ -88,7 +88,7 @@ def _import_runtime(name):
 
 def _dist_version(dist):
     try:
-        from importlib.metadata import version  # Python 3.8+
+        from importlib.metadata import version  # novermin (3.8+, guarded: 3.7 falls back below)
     except ImportError:
         try:
             from importlib_metadata import version
@@ -310,28 +310,22 @@ def load_edgetpu_delegate(runtime, library=None):
     library = library or EDGETPU_LIBRARIES.get(platform.system())
     if library is None:
         raise DelegateMissing("there is no Edge TPU runtime for %s" % platform.system())
-    try:
-        return runtime.load_delegate(library)
-    except (ValueError, OSError, RuntimeError) as e:
-        detail = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        _collect_quietly()
-        raise DelegateMissing(
-            "the Edge TPU delegate %s could not be loaded (%s): install the Edge TPU runtime "
-            "(libedgetpu1-std) and check that the Coral device is plugged in" % (library, detail))
-
-
-def _collect_quietly():
-    """A failed load_delegate leaves a half-built Delegate whose __del__ raises; collect it without the noise."""
-    import gc
-
-    hook = getattr(sys, "unraisablehook", None)  # Python 3.8+
+    # a failed load leaves a half-built Delegate whose __del__ raises when the exception is dropped; keep
+    # that noise off the user's screen (Python 3.8+ lets a hook take it; on 3.7 it is printed)
+    hook = getattr(sys, "unraisablehook", None)
     if hook is not None:
-        sys.unraisablehook = lambda *_: None
+        sys.unraisablehook = lambda *_: None  # novermin (guarded above)
     try:
-        gc.collect()
+        try:
+            return runtime.load_delegate(library)
+        except (ValueError, OSError, RuntimeError) as e:
+            detail = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
     finally:
         if hook is not None:
-            sys.unraisablehook = hook
+            sys.unraisablehook = hook  # novermin (guarded above)
+    raise DelegateMissing(
+        "the Edge TPU delegate %s could not be loaded (%s): install the Edge TPU runtime "
+        "(libedgetpu1-std) and check that the Coral device is plugged in" % (library, detail))
 
 
 def _read(path):
