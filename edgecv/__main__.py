@@ -1,5 +1,5 @@
 """``python -m edgecv``: the same CLI as the ``edgecv`` console script."""
 
-from .cli import app
+from .cli import main
 
-app(prog_name="edgecv")
+main()

@@ -18,7 +18,7 @@ from . import __version__
 from . import runtime as rt
 from .config import BenchConfig
 from .data import Dataset
-from .errors import DataError, Unsupported
+from .errors import DataError, Unsupported, first_line
 from .export import KERAS_SUFFIXES, load_keras
 from .fsutil import captured_stderr
 from .progress import Progress, ProgressFn, ignore
@@ -32,6 +32,15 @@ def find_runtime(preferred: str | None = None) -> rt.Runtime:
         raise Unsupported(str(e)) from None
 
 
+def open_tflite(path: str | Path, threads: int = 1, runtime: rt.Runtime | None = None, plain: bool = False):
+    """A ``TFLiteModel``, or one DataError line for a file that is not one."""
+    try:
+        with captured_stderr():  # LiteRT's C++ log line ("Created ... delegate") would cut through the bars
+            return rt.TFLiteModel(path, threads=threads, runtime=runtime or find_runtime(), plain=plain)
+    except (ValueError, RuntimeError) as e:  # the interpreter's words for a file that is not a model
+        raise DataError(f"{path} is not a runnable TFLite model: {first_line(e)}") from None
+
+
 def scoring_images(dataset: Dataset, config: BenchConfig) -> tuple[np.ndarray, np.ndarray]:
     """All test images, or a seeded sample of ``config.limit``: image folders are sorted by class, so the
     first N would be a few classes only."""
@@ -41,20 +50,20 @@ def scoring_images(dataset: Dataset, config: BenchConfig) -> tuple[np.ndarray, n
 
 def benchmark_tflite(
     path: str | Path, dataset: Dataset, config: BenchConfig = BenchConfig(), on_progress: ProgressFn = ignore,
-    name: str | None = None, runtime: rt.Runtime | None = None,
+    name: str | None = None, runtime: rt.Runtime | None = None, plain: bool = False,
 ) -> StageResult:
+    """``plain``: without the runtime's default delegate (XNNPACK), on TFLite's own kernels."""
     path = Path(path)
     x, y = scoring_images(dataset, config)
     task = f"benchmark {name or path.stem}"
+    model = open_tflite(path, config.threads, runtime, plain)
     try:
-        with captured_stderr():  # LiteRT's C++ log line ("Created ... delegate") would cut through the bars
-            model = rt.TFLiteModel(path, threads=config.threads, runtime=runtime or find_runtime())
         record = rt.benchmark_tflite(
             path, x, y, threads=config.threads, warmup=config.warmup, runs=config.runs, name=name or path.stem,
             on_step=lambda phase, done, total: on_progress(Progress(task, done, total, phase)), model=model,
         )
-    except (ValueError, RuntimeError) as e:  # the interpreter's words for a file that is not a model
-        raise DataError(f"{path} is not a runnable TFLite model: {str(e).strip().splitlines()[0]}") from None
+    except (ValueError, RuntimeError) as e:  # e.g. images of another shape than the model takes
+        raise DataError(f"{path} cannot run on these images: {first_line(e)}") from None
     record["model"] = path.name
     return StageResult.from_dict(record)
 
@@ -110,7 +119,7 @@ def benchmark_file(
     if path.suffix.lower() == ".tflite":
         return benchmark_tflite(path, dataset, config, on_progress, runtime=runtime)
     if path.suffix.lower() in KERAS_SUFFIXES:
-        return benchmark_keras(load_keras(path), dataset, config, on_progress, name=path.stem, path=path)
+        return benchmark_keras(load_keras(path, dataset), dataset, config, on_progress, name=path.stem, path=path)
     raise DataError(f"{path} is neither a .tflite nor a Keras model ({', '.join(KERAS_SUFFIXES)})")
 
 

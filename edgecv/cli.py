@@ -15,8 +15,10 @@ from typing import List, Optional
 import typer
 
 from . import ui
-from .config import Arch, BenchConfig, CompressConfig, IOType, Optimizer, PruneConfig, QuantMode, TrainConfig
+from .config import (Arch, BenchConfig, CompressConfig, FinetuneConfig, IOType, Optimizer, PruneConfig, QuantMode,
+                     TrainConfig)
 from .errors import ConfigError, EdgecvError, GateFailed
+from .export import KERAS_SUFFIXES
 
 app = typer.Typer(
     help="Compress image classifiers for edge devices, and measure what each step costs and buys.",
@@ -79,10 +81,11 @@ def train(
     from .train import train as train_model
 
     config = TrainConfig(arch, epochs, batch_size, optimizer, lr, seed, val_split)
+    _writable(out, KERAS_SUFFIXES)  # before minutes of training, not after
     with ui.ProgressBars(not quiet) as bars:
         dataset = _load_data(data, train_limit, test_limit, seed, bars)
         result = train_model(dataset, config, bars)
-    save_keras(result.model, _writable(out))
+    save_keras(result.model, out)
     ui.show(f"test accuracy {100 * result.test_accuracy:.2f} % after {epochs} epochs "
                  f"({result.seconds:.0f} s); saved {out}")
 
@@ -110,11 +113,11 @@ def prune(
     from .prune import prune as prune_model
 
     config = PruneConfig(sparsity, epochs, batch_size, lr, seed, optimizer)
-    keras_model = load_keras(model)
+    _writable(out, KERAS_SUFFIXES)
     with ui.ProgressBars(not quiet) as bars:
         dataset = _load_data(data, train_limit, test_limit, seed, bars)
-        result = prune_model(keras_model, dataset, config, bars)
-    save_keras(result.model, _writable(out))
+        result = prune_model(load_keras(model, dataset), dataset, config, bars)
+    save_keras(result.model, out)
     table = Table("layer", "weights", "zeros", "sparsity %", title=f"pruned {model.name} -> {out}", title_justify="left")
     for layer in result.layers:
         table.add_row(layer.layer, f"{layer.weights:,}", f"{layer.zeros:,}", f"{100 * layer.sparsity:.1f}")
@@ -131,24 +134,136 @@ def quantize(
     io_type: IOType = typer.Option(IOType.INT8, help="Input/output type of an int8 model."),
     data: Optional[str] = DataOpt,
     calibration_samples: int = typer.Option(200, min=1, help="Train images used to calibrate int8."),
+    keep_float: List[str] = typer.Option([], "--keep-float", help="int8 with this layer left float (repeatable)."),
+    sparse: bool = typer.Option(False, "--sparse", help="Store pruned weights in TFLite's sparse format."),
     seed: int = SeedOpt,
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Default: MODEL_<mode>.tflite beside the model."),
 ):
-    """Convert a Keras model to TFLite: float32, dynamic-range, float16 or full-integer int8."""
-    from .export import load_keras, save_tflite
+    """Convert a Keras model to TFLite: float32, dynamic-range, float16, int8 or int16x8."""
+    from .export import check_fits, load_keras, save_tflite
     from .quantize import calibration_images, convert
     from .runtime import file_sizes
 
+    if keep_float and mode is not QuantMode.INT8:
+        raise ConfigError("--keep-float leaves layers float in an int8 model: use --mode int8")
+    target = _writable(out or model.with_name(f"{model.stem}_{mode.value}.tflite"), (".tflite",))
     keras_model = load_keras(model)
     calibration = None
-    if mode is QuantMode.INT8:  # only int8 needs images: calibration from the train split
+    if mode in (QuantMode.INT8, QuantMode.INT16X8):  # calibrated on images from the train split
         with ui.ProgressBars(True) as bars:
-            calibration = calibration_images(_load_data(data, None, None, seed, bars), calibration_samples, seed)
-    target = _writable(out or model.with_name(f"{model.stem}_{mode.value}.tflite"))
-    content = convert(keras_model, mode, calibration, io_type)
+            dataset = _load_data(data, None, None, seed, bars)
+        check_fits(keras_model, dataset, model)
+        calibration = calibration_images(dataset, calibration_samples, seed)
+    if keep_float:
+        from .sensitivity import convert_keep_float
+
+        content = convert_keep_float(keras_model, calibration, list(keep_float))
+    else:
+        content = convert(keras_model, mode, calibration, io_type, sparse=sparse)
     save_tflite(content, target)
     size, gz = file_sizes(content)
     ui.show(f"wrote {target} ({mode.value}, {size / 1024:,.1f} KB, gzip {gz / 1024:,.1f} KB)")
+
+
+@app.command("qat")
+@cli_errors
+def qat_command(
+    model: Path = typer.Argument(..., help="Keras model (.keras, .h5); pruned models keep their zeros."),
+    data: Optional[str] = DataOpt,
+    epochs: int = typer.Option(1, min=1),
+    batch_size: int = typer.Option(64, min=1),
+    lr: float = typer.Option(1e-3, help="Fine-tuning learning rate."),
+    optimizer: Optimizer = typer.Option(Optimizer.SGD),
+    preserve_sparsity: bool = typer.Option(False, help="TFMOT's pruning-preserving scheme: keep the zeros."),
+    io_type: IOType = typer.Option(IOType.INT8),
+    seed: int = SeedOpt,
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Default: MODEL_qat_int8.tflite beside the model."),
+    quiet: bool = QuietOpt,
+):
+    """Quantization-aware training, then conversion to a full-integer int8 model."""
+    from .export import load_keras, save_tflite
+    from .qat import qat
+    from .quantize import calibration_images, convert
+    from .runtime import TFLiteModel, weight_stats
+
+    target = _writable(out or model.with_name(f"{model.stem}_qat_int8.tflite"), (".tflite",))
+    with ui.ProgressBars(not quiet) as bars:
+        dataset = _load_data(data, None, None, seed, bars)
+        result = qat(load_keras(model, dataset), dataset, FinetuneConfig(epochs, batch_size, lr, optimizer, seed), bars,
+                     preserve_sparsity)
+    content = convert(result.model, QuantMode.INT8, calibration_images(dataset, 200, seed), io_type)
+    save_tflite(content, target)
+    _, sparsity = weight_stats(TFLiteModel(content=content, plain=True).interpreter)
+    ui.show(f"wrote {target}: fake-quantized Keras accuracy {100 * result.test_accuracy:.2f} %, "
+            f"int8 kernel sparsity {100 * sparsity:.1f} %")
+
+
+@app.command("cluster")
+@cli_errors
+def cluster_command(
+    model: Path = typer.Argument(..., help="Keras model (.keras, .h5)."),
+    clusters: int = typer.Option(16, "--clusters", help="Distinct values per kernel (>= 2)."),
+    data: Optional[str] = DataOpt,
+    epochs: int = typer.Option(1, min=1),
+    batch_size: int = typer.Option(64, min=1),
+    lr: float = typer.Option(1e-3),
+    optimizer: Optimizer = typer.Option(Optimizer.SGD),
+    seed: int = SeedOpt,
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Default: MODEL_clustered.keras beside the model."),
+    quiet: bool = QuietOpt,
+):
+    """Cluster each kernel's weights into N values (TFMOT), fine-tune, strip; report values per layer."""
+    from rich.table import Table
+
+    from .cluster import cluster
+    from .export import load_keras, save_keras
+
+    if clusters < 2:
+        raise ConfigError(f"cluster count must be >= 2, got {clusters}")
+    target = _writable(out or model.with_name(f"{model.stem}_clustered.keras"), KERAS_SUFFIXES)
+    with ui.ProgressBars(not quiet) as bars:
+        dataset = _load_data(data, None, None, seed, bars)
+        result = cluster(load_keras(model, dataset), dataset, clusters,
+                         FinetuneConfig(epochs, batch_size, lr, optimizer, seed), bars)
+    save_keras(result.model, target)
+    table = Table("layer", "distinct kernel values", title=f"clustered -> {target}", title_justify="left")
+    for layer, unique in result.unique_values.items():
+        table.add_row(layer, str(unique))
+    ui.show(table)
+    ui.show(f"test accuracy {100 * result.test_accuracy:.2f} %")
+
+
+@app.command("sensitivity")
+@cli_errors
+def sensitivity_command(
+    model: Path = typer.Argument(..., help="Keras model (.keras, .h5)."),
+    data: Optional[str] = DataOpt,
+    images: int = typer.Option(2000, min=1, help="Test images for the accuracy of each variant."),
+    seed: int = SeedOpt,
+    as_json: bool = JsonOpt,
+    quiet: bool = QuietOpt,
+):
+    """Per-layer int8 error (RMSE / scale) and the accuracy with each layer alone kept in float."""
+    from dataclasses import asdict
+
+    from rich.table import Table
+
+    from .export import load_keras
+    from .quantize import calibration_images
+    from .sensitivity import sensitivity
+
+    with ui.ProgressBars(not quiet) as bars:
+        dataset = _load_data(data, None, None, seed, bars)
+        result = sensitivity(load_keras(model, dataset), dataset, calibration_images(dataset, 200, seed), images, bars)
+    if as_json:
+        ui.out.print_json(json.dumps({"int8_accuracy": result.int8_accuracy, "images": result.images,
+                                      "layers": [asdict(s) for s in result.layers]}))
+        return
+    table = Table("layer", "RMSE / scale", "accuracy % with it float", title=f"int8 sensitivity of {model.name}: all-int8 "
+                  f"accuracy {100 * result.int8_accuracy:.2f} % on {result.images} images", title_justify="left")
+    for s in result.layers:
+        table.add_row(s.layer, f"{s.error:.3f}", f"{100 * s.accuracy_kept_float:.2f}")
+    ui.show(table)
 
 
 @app.command()
@@ -168,11 +283,13 @@ def benchmark(
     from .benchmark import benchmark_files
 
     config = BenchConfig(warmup, runs, threads, limit)
+    if output:
+        _writable(output, (".json",))
     with ui.ProgressBars(not quiet) as bars:
         dataset = _load_data(data, None, None, 0, bars)
         report = benchmark_files(models, dataset, config, bars)
     if output:
-        report.save(_writable(output))
+        report.save(output)
     ui.show_report(report, as_json)
 
 
@@ -182,6 +299,15 @@ def compress(
     int8: bool = typer.Option(False, "--int8", help="Full-integer int8 (the default when no mode is given)."),
     float16: bool = typer.Option(False, "--float16", help="Float16 weights."),
     dynamic: bool = typer.Option(False, "--dynamic", help="Dynamic-range: int8 weights, float activations."),
+    int16x8: bool = typer.Option(False, "--int16x8", help="int8 weights with int16 activations."),
+    qat: bool = typer.Option(False, "--qat", help="Quantization-aware training (pruning-preserving after pruning)."),
+    clusters: Optional[int] = typer.Option(None, "--clusters", help="Weight clustering into N values per kernel."),
+    keep_float: List[str] = typer.Option([], "--keep-float", help="Leave this layer float in an extra int8 stage "
+                                         "(repeatable)."),
+    keep_float_worst: Optional[int] = typer.Option(None, "--keep-float-worst", help="Leave the K layers with the "
+                                                   "largest int8 error float."),
+    sparse: bool = typer.Option(False, "--sparse", help="Also store the pruned int8 model in TFLite's sparse format."),
+    finetune_epochs: int = typer.Option(1, min=1, help="Epochs of the QAT and clustering fine-tunes."),
     data: Optional[str] = DataOpt,
     model: Optional[Path] = typer.Option(None, "--model", help="Start from this Keras model instead of training."),
     sparsity: float = typer.Option(0.8, help="Pruning target in [0, 1); 0 skips pruning."),
@@ -207,14 +333,17 @@ def compress(
     """Train (or load), prune, quantize and benchmark: one table of what each step costs and buys."""
     from .pipeline import compress as run_compress
 
-    modes = tuple(m for m, on in ((QuantMode.INT8, int8), (QuantMode.FLOAT16, float16), (QuantMode.DYNAMIC, dynamic)) if on)
+    modes = tuple(m for m, on in ((QuantMode.INT8, int8), (QuantMode.FLOAT16, float16), (QuantMode.DYNAMIC, dynamic),
+                                  (QuantMode.INT16X8, int16x8)) if on)
     folder = out or Path("runs") / (name or datetime.now().strftime("compress-%Y%m%d-%H%M%S"))
     config = CompressConfig(
         out=folder, data=data, model=model, modes=modes or (QuantMode.INT8,), io_type=io_type,
         train=TrainConfig(arch, epochs, batch_size, optimizer, lr, seed),
         prune=PruneConfig(sparsity, prune_epochs, batch_size, lr, seed, optimizer),
         bench=BenchConfig(runs=runs, threads=threads), train_limit=train_limit, test_limit=test_limit,
-        max_drop=max_drop,
+        max_drop=max_drop, qat=qat, clusters=clusters, keep_float=tuple(keep_float),
+        keep_float_worst=keep_float_worst, sparse=sparse,
+        finetune=FinetuneConfig(finetune_epochs, batch_size, lr / 10, optimizer, seed),
     )
     with ui.ProgressBars(not quiet) as bars:
         report = run_compress(config, bars)
@@ -264,7 +393,7 @@ def check(
     with ui.ProgressBars(not quiet) as bars:
         dataset = _load_data(data, None, None, 0, bars)
         if update_baseline:
-            written = write_baseline(model, dataset, _writable(baseline), bench, bars)
+            written = write_baseline(model, dataset, _writable(baseline, (".json",)), bench, bars)
         else:
             result = run_check(model, dataset, config, bench, reference, baseline, bars)
     if update_baseline:
@@ -339,8 +468,8 @@ def device_merge(
         for c in cells:
             latency = (c.latency or {}) if c else {}
             row += ["" if c is None or c.accuracy is None else f"{100 * c.accuracy:.2f}",
-                    f"{latency['p50_ms']:.4f}" if "p50_ms" in latency else "",
-                    f"{latency['p90_ms']:.4f}" if "p90_ms" in latency else ""]
+                    "" if latency.get("p50_ms") is None else f"{latency['p50_ms']:.4f}",
+                    "" if latency.get("p90_ms") is None else f"{latency['p90_ms']:.4f}"]
         table.add_row(*row)
     ui.show(table)
     for i, device in enumerate(merged.devices):
@@ -364,7 +493,7 @@ def edgetpu(
     """Edge TPU readiness: compile with edgetpu_compiler if installed, else predict op by op what would map."""
     from rich.table import Table
 
-    from .edgetpu import check_model
+    from .edgetpu import AFTER_CUT, check_model
 
     report = check_model(model, out, runtime_version)
     if as_json:
@@ -375,19 +504,40 @@ def edgetpu(
     for op, count, status in report.table():
         table.add_row(op, str(count), status)
     ui.show(table)
-    reasons = [o for o in report.ops if o.reason and not o.on_tpu and o.status != "More than one subgraph is not supported"]
+    reasons = [o for o in report.ops if o.reason and not o.on_tpu and o.status != AFTER_CUT]
     for o in reasons:
         ui.show(f"op {o.index} {o.op}: {o.reason}")
     ui.show(f"{report.tpu_ops} ops on the Edge TPU, {report.cpu_ops} on the CPU"
             + (f"; compiled {report.compiled}" if report.compiled else ""))
 
 
-def _writable(path: Path) -> Path:
+def _writable(path: Path, suffixes: tuple[str, ...]) -> Path:
+    """Checks an output file's kind and folder before the work that fills it."""
     from .fsutil import prepare_out_dir
 
-    prepare_out_dir(path.parent if str(path.parent) else Path("."))
+    if path.suffix.lower() not in suffixes:
+        raise ConfigError(f"{path}: the output file must end in {' or '.join(suffixes)}")
+    prepare_out_dir(path.parent)
     return path
 
 
+def main() -> None:
+    """The console script: option errors as one line too, not a usage box."""
+    import sys
+
+    from typer._click.exceptions import ClickException
+
+    command = typer.main.get_command(app)
+    try:
+        code = command.main(prog_name="edgecv", standalone_mode=False)
+    except ClickException as e:
+        ui.error(e.format_message().replace("\n", " "))
+        sys.exit(e.exit_code)
+    except typer.Abort:
+        ui.error("interrupted")
+        sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
 if __name__ == "__main__":
-    app()
+    main()

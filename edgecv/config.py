@@ -28,6 +28,7 @@ class QuantMode(str, Enum):
     DYNAMIC = "dynamic"  # int8 weights, float activations, no calibration data
     FLOAT16 = "float16"  # float16 weights, half the size, float math on CPU
     INT8 = "int8"  # full integer: int8 weights and activations, calibrated on train images
+    INT16X8 = "int16x8"  # int8 weights, int16 activations: closer to float, slower, not for the Edge TPU
 
 
 class IOType(str, Enum):
@@ -74,6 +75,22 @@ class PruneConfig:
 
 
 @dataclass(frozen=True)
+class FinetuneConfig:
+    """Fine-tuning after the fact: quantization-aware training, clustering."""
+
+    epochs: int = 1
+    batch_size: int = 64
+    learning_rate: float = 1e-3  # a tenth of the classic recipe's SGD rate: the weights are already trained
+    optimizer: Optimizer = Optimizer.SGD
+    seed: int = 0
+
+    def __post_init__(self):
+        _positive("fine-tuning epochs", self.epochs)
+        _positive("batch size", self.batch_size)
+        _positive("learning rate", self.learning_rate)
+
+
+@dataclass(frozen=True)
 class BenchConfig:
     warmup: int = 10  # untimed runs before the clock starts
     runs: int = 200  # timed single-image invocations
@@ -103,6 +120,12 @@ class CompressConfig:
     test_limit: int | None = None
     calibration_samples: int = 200  # representative images for int8, drawn from the train split
     max_drop: float | None = None  # gate: accuracy points a quantized stage may lose against the Keras float
+    qat: bool = False  # quantization-aware training (and, with pruning, its sparsity-preserving variant)
+    clusters: int | None = None  # weight clustering into this many values per kernel
+    keep_float: tuple[str, ...] = ()  # layers left in float in an extra int8 stage
+    keep_float_worst: int | None = None  # or: the K layers with the largest int8 error
+    sparse: bool = False  # also store the pruned int8 model in TFLite's sparse format
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)  # QAT and clustering fine-tunes
 
     def __post_init__(self):
         if not self.modes:
@@ -114,6 +137,22 @@ class CompressConfig:
         _positive("calibration samples", self.calibration_samples)
         if self.max_drop is not None and self.max_drop < 0:
             raise ConfigError(f"max-drop must be >= 0, got {self.max_drop}")
+        int8 = QuantMode.INT8 in self.modes
+        if self.clusters is not None and self.clusters < 2:
+            raise ConfigError(f"cluster count must be >= 2, got {self.clusters}")
+        if self.qat and self.clusters is not None:
+            raise ConfigError("--qat and --clusters cannot combine: QAT after clustering needs TFMOT's "
+                              "cluster-preserving scheme, which edgecv does not offer; run them separately")
+        if self.keep_float and self.keep_float_worst is not None:
+            raise ConfigError("--keep-float and --keep-float-worst cannot combine: name the layers or give K")
+        if self.keep_float_worst is not None and self.keep_float_worst < 1:
+            raise ConfigError(f"keep-float-worst must be >= 1, got {self.keep_float_worst}")
+        for flag, wanted in (("--qat", self.qat), ("--keep-float", self.keep_float or self.keep_float_worst),
+                             ("--sparse", self.sparse)):
+            if wanted and not int8:
+                raise ConfigError(f"{flag} makes int8 models: add --int8")
+        if self.sparse and self.prune.sparsity == 0:
+            raise ConfigError("--sparse cannot combine with --sparsity 0: there are no zeros to store sparsely")
 
 
 def _positive(name: str, value: float) -> None:

@@ -187,7 +187,7 @@ def _load_image_folder(root: Path, on_progress: ProgressFn) -> Dataset:
     with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:  # Pillow decodes without the GIL
         for split, items in files.items():
             decoded = []
-            for img, (_, label) in zip(pool.map(_open_image, [p for p, _ in items], chunksize=256), items):
+            for img, (_, label) in zip(pool.map(_open_image, [p for p, _ in items]), items):
                 done += 1
                 if img is None:
                     skipped += 1
@@ -312,8 +312,6 @@ def _load_cifar_dir(path: Path, on_progress: ProgressFn) -> Dataset:
         try:
             return (path / name).read_bytes()
         except OSError as e:
-            if name == "batches.meta":
-                raise DataError(str(e)) from None
             raise DataError(f"cannot read {path / name}: {e.strerror or e}") from None
 
     return _batches_to_dataset(read, str(path), "cifar-python", on_progress)

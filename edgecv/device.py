@@ -18,11 +18,11 @@ import numpy as np
 
 from . import __version__
 from . import runtime as rt
-from .benchmark import find_runtime, now, scoring_images
+from .benchmark import find_runtime, now, open_tflite, scoring_images
 from .config import BenchConfig
 from .data import Dataset, fingerprint
 from .errors import DataError
-from .fsutil import atomic_path, captured_stderr, prepare_out_dir, write_text
+from .fsutil import atomic_path, prepare_out_dir, write_text
 from .report import Report
 
 KIT_README = """edgecv device kit
@@ -62,17 +62,17 @@ def make_kit(models: list[str | os.PathLike], dataset: Dataset, out: str | os.Pa
         DataError: a model that is missing or not a runnable ``.tflite``.
     """
     models = [Path(m) for m in models]
+    names = [p.name for p in models]
+    if len(set(names)) != len(names):
+        raise DataError(f"two models share a file name ({', '.join(sorted({n for n in names if names.count(n) > 1}))}): "
+                        "a kit holds them side by side, so rename one")
     runtime = find_runtime()
     x, y = scoring_images(dataset, BenchConfig(limit=samples))
     arrays = {"images": x, "labels": y, "classes": np.array(dataset.classes)}
     for path in models:
         if path.suffix != ".tflite" or not path.is_file():
             raise DataError(f"{path} is not a .tflite file: a kit carries TFLite models only")
-        try:
-            with captured_stderr():
-                model = rt.TFLiteModel(path, runtime=runtime)
-        except (ValueError, RuntimeError) as e:
-            raise DataError(f"{path} is not a runnable TFLite model: {str(e).strip().splitlines()[0]}") from None
+        model = open_tflite(path, runtime=runtime)
         if model.input["shape"][1:].tolist() != list(dataset.input_shape):
             raise DataError(f"{path} takes {tuple(model.input['shape'][1:])} images, the data set has {dataset.input_shape}")
         arrays[rt.sample_key(path)] = model.prepare(x)
@@ -82,7 +82,13 @@ def make_kit(models: list[str | os.PathLike], dataset: Dataset, out: str | os.Pa
                  "test_fingerprint": fingerprint(x, y), "classes": list(dataset.classes)},
     }
     out = Path(out)
-    folder = prepare_out_dir(out.with_suffix("") if archive else out)
+    for suffix in (".tar.gz", ".tgz"):
+        if out.name.endswith(suffix):
+            out = out.with_name(out.name[: -len(suffix)])
+    folder = prepare_out_dir(out)
+    for stale in folder.glob("*.tflite"):  # the device script runs every .tflite in its folder
+        if stale.name not in names:
+            stale.unlink()
     for path in models:
         with atomic_path(folder / path.name) as tmp:
             shutil.copyfile(path, tmp)
@@ -96,7 +102,7 @@ def make_kit(models: list[str | os.PathLike], dataset: Dataset, out: str | os.Pa
                                                          source=dataset.source))
     if not archive:
         return Kit(folder, manifest["models"], int(len(y)))
-    target = folder.with_name(folder.name + ".tar.gz")
+    target = folder.with_name(folder.name + ".tar.gz")  # kit/ and kit.tar.gz side by side
     with atomic_path(target) as tmp:
         with tarfile.open(tmp, "w:gz") as tar:
             tar.add(folder, arcname=folder.name)

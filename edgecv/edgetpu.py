@@ -22,10 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from . import runtime as rt
-from .benchmark import find_runtime
+from .benchmark import open_tflite
 from .errors import DataError
-from .fsutil import captured_stderr
 
 # TFLite builtin -> the lowest Edge TPU runtime that maps it (None: every runtime)
 SUPPORTED_OPS = {
@@ -89,11 +87,9 @@ class EdgeTpuReport:
 def static_report(path: str | Path, target_runtime: int = 14) -> EdgeTpuReport:
     """Predicts the compiler's per-op verdict from the model's ops and tensors."""
     path = Path(path)
-    try:
-        with captured_stderr():
-            model = rt.TFLiteModel(path, runtime=find_runtime(), plain=True)
-    except (ValueError, RuntimeError) as e:
-        raise DataError(f"{path} is not a runnable TFLite model: {str(e).strip().splitlines()[0]}") from None
+    if not path.is_file():
+        raise DataError(f"model file {path} does not exist")
+    model = open_tflite(path, plain=True)
     interp = model.interpreter
     ops = interp._get_ops_details()
     tensors = {d["index"]: d for d in interp.get_tensor_details()}
@@ -192,8 +188,11 @@ def compile_model(path: str | Path, out_dir: str | Path, target_runtime: int = 1
                   compiler: str = "edgetpu_compiler") -> EdgeTpuReport:
     """Runs the Edge TPU compiler and reads its verdict per op from the log it writes."""
     path, out_dir = Path(path), Path(out_dir)
-    done = subprocess.run([compiler, "-s", "-m", str(target_runtime), "-o", str(out_dir), str(path)],
-                          capture_output=True, text=True, timeout=600)
+    try:
+        done = subprocess.run([compiler, "-s", "-m", str(target_runtime), "-o", str(out_dir), str(path)],
+                              capture_output=True, text=True, timeout=600)
+    except subprocess.TimeoutExpired:
+        raise DataError(f"edgetpu_compiler did not finish {path} within 10 minutes") from None
     if done.returncode != 0:
         last = (done.stdout + done.stderr).strip().splitlines()[-1:] or ["no output"]
         raise DataError(f"edgetpu_compiler failed on {path}: {last[0]}")

@@ -1,6 +1,12 @@
 """Errors that the CLI turns into one line and an exit code; the mapping lives here only."""
 
 
+def first_line(error: BaseException) -> str:
+    """The first line of an exception's message (libraries raise pages), or its type when it has none."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
 class EdgecvError(Exception):
     """Base of every error a user can act on. ``exit_code`` is what the CLI exits with."""
 

@@ -106,10 +106,14 @@ def criteria(candidate: StageResult, reference: Reference, config: GateConfig) -
         out.append(Criterion("file size", size, "<=", config.max_size_kb, "KB"))
     if config.max_latency_ms is not None:
         out.append(Criterion("p50 latency", candidate.p50(), "<=", config.max_latency_ms, "ms"))
-    if config.max_latency_ratio is not None and reference.p50_ms:
+    for asked, have, what in ((config.max_latency_ratio, reference.p50_ms, "p50 latency"),
+                              (config.max_size_ratio, reference.size_bytes, "file size")):
+        if asked is not None and not have:
+            raise ConfigError(f"{reference.name} records no {what}: a ratio against it cannot be checked")
+    if config.max_latency_ratio is not None:
         ratio = None if candidate.p50() is None else candidate.p50() / reference.p50_ms
         out.append(Criterion(f"p50 latency / {reference.name}'s", ratio, "<=", config.max_latency_ratio, "x"))
-    if config.max_size_ratio is not None and reference.size_bytes:
+    if config.max_size_ratio is not None:
         ratio = None if candidate.size_bytes is None else candidate.size_bytes / reference.size_bytes
         out.append(Criterion(f"file size / {reference.name}'s", ratio, "<=", config.max_size_ratio, "x"))
     if not out:

@@ -19,7 +19,13 @@ class ConversionError(EdgecvError):
     """The TFLite converter refused the model."""
 
 
-def _with_batch(model, batch_size: int):
+def representative(calibration: np.ndarray):
+    """The converter's representative dataset: one image per step, as the model will see them."""
+    samples = np.asarray(calibration, dtype=np.float32)
+    return lambda: ([samples[i : i + 1]] for i in range(len(samples)))
+
+
+def with_batch(model, batch_size: int):
     """The same layers and weights behind an input of fixed batch size."""
     from ._tf import keras
 
@@ -36,12 +42,14 @@ def calibration_images(dataset: Dataset, n: int = 200, seed: int = 0) -> np.ndar
 
 def convert(
     model, mode: QuantMode | str = QuantMode.FLOAT32, calibration: np.ndarray | None = None,
-    io_type: IOType | str = IOType.INT8, batch_size: int | None = 1,
+    io_type: IOType | str = IOType.INT8, batch_size: int | None = 1, sparse: bool = False,
 ) -> bytes:
     """Returns the ``.tflite`` flatbuffer of ``model`` in ``mode``.
 
     The input batch is fixed (1 by default): the Edge TPU compiler and XNNPACK's static planning want static
-    shapes, and a device classifies one image at a time. ``batch_size=None`` keeps it dynamic.
+    shapes, and a device classifies one image at a time. ``batch_size=None`` keeps it dynamic. ``sparse``
+    stores pruned weights in TFLite's sparse format (``EXPERIMENTAL_SPARSITY``), for kernels that skip zeros.
+    int16x8 keeps float input and output.
 
     Raises:
         ConversionError: int8 without calibration images, or the converter failed (its log is in the message).
@@ -49,23 +57,28 @@ def convert(
     mode, io_type = QuantMode(mode), IOType(io_type)
     tf_ = tf()
     if batch_size is not None and model.input_shape[0] != batch_size:
-        model = _with_batch(model, batch_size)
+        model = with_batch(model, batch_size)
     converter = tf_.lite.TFLiteConverter.from_keras_model(model)
     if mode is QuantMode.DYNAMIC:
         converter.optimizations = [tf_.lite.Optimize.DEFAULT]
     elif mode is QuantMode.FLOAT16:
         converter.optimizations = [tf_.lite.Optimize.DEFAULT]
         converter.target_spec.supported_types = [tf_.float16]
-    elif mode is QuantMode.INT8:
+    elif mode in (QuantMode.INT8, QuantMode.INT16X8):
         if calibration is None or len(calibration) == 0:
-            raise ConversionError("int8 conversion needs calibration images from the train split")
-        samples = np.asarray(calibration, dtype=np.float32)
+            raise ConversionError(f"{mode.value} conversion needs calibration images from the train split")
         converter.optimizations = [tf_.lite.Optimize.DEFAULT]
-        converter.representative_dataset = lambda: ([samples[i : i + 1]] for i in range(len(samples)))
-        converter.target_spec.supported_ops = [tf_.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        io = {IOType.INT8: tf_.int8, IOType.UINT8: tf_.uint8, IOType.FLOAT32: tf_.float32}[io_type]
-        converter.inference_input_type = io
-        converter.inference_output_type = io
+        converter.representative_dataset = representative(calibration)
+        if mode is QuantMode.INT16X8:
+            converter.target_spec.supported_ops = [
+                tf_.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8]
+        else:
+            converter.target_spec.supported_ops = [tf_.lite.OpsSet.TFLITE_BUILTINS_INT8]
+            io = {IOType.INT8: tf_.int8, IOType.UINT8: tf_.uint8, IOType.FLOAT32: tf_.float32}[io_type]
+            converter.inference_input_type = io
+            converter.inference_output_type = io
+    if sparse:
+        converter.optimizations = list(converter.optimizations) + [tf_.lite.Optimize.EXPERIMENTAL_SPARSITY]
     with captured_stderr() as log:
         try:
             return converter.convert()

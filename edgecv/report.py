@@ -99,6 +99,8 @@ class Report:
     def from_dict(cls, d: dict) -> Report:
         if not isinstance(d, dict) or not isinstance(d.get("stages"), list):
             raise ValueError("no list of stages")
+        if not all(isinstance(s, dict) and isinstance(s.get("stage"), str) for s in d["stages"]):
+            raise ValueError("a stage that is not a record with a name")
         return cls(
             stages=[StageResult.from_dict(s) for s in d["stages"]],
             **{k: d[k] for k in ("environment", "data", "config", "edgecv", "created", "seconds", "gate") if k in d},

@@ -204,32 +204,49 @@ def measure_accuracy(model, prepared, labels, on_step=None):
     return float(np.mean(predictions == labels)) if len(labels) else float("nan"), predictions
 
 
-def weight_stats(interpreter):
-    """Parameters and kernel sparsity read from the model's constant tensors.
+WEIGHT_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "TRANSPOSE_CONV", "CONV_3D",
+              "UNIDIRECTIONAL_SEQUENCE_LSTM")
 
-    Constants are the op inputs that no op produces and the graph does not take as input. Kernels are the
-    constants of rank 2 or more; sparsity is their share of exact zeros. Returns (None, None) when the
-    runtime hides its op list.
+
+def weight_stats(interpreter):
+    """Parameters and kernel sparsity read from the weights and biases of the model's weight ops.
+
+    A weight is a constant input (after the first) of a convolution, fully-connected or LSTM op, or the
+    constant behind a DEQUANTIZE that feeds one (float16 models). Kernels are the weights of rank 2 or more;
+    sparsity is their share of exact zeros. Returns (None, None) when the runtime hides its op list.
     """
     try:
         ops = interpreter._get_ops_details()
     except Exception:
         return None, None
-    produced = set(int(i) for op in ops for i in op["outputs"])
+    produced_by = dict((int(i), op) for op in ops for i in op["outputs"])
     graph_inputs = set(d["index"] for d in interpreter.get_input_details())
-    constants = set(int(i) for op in ops for i in op["inputs"] if i >= 0 and i not in produced and i not in graph_inputs)
-    shape_ops = ("RESHAPE", "PAD", "PADV2", "MEAN", "STRIDED_SLICE", "TRANSPOSE", "CONCATENATION", "SUM")
-    shape_constants = set(int(op["inputs"][-1]) for op in ops if op["op_name"] in shape_ops and len(op["inputs"]))
+    weights_at = set()
+    for op in ops:
+        if op["op_name"] not in WEIGHT_OPS:
+            continue
+        for index in [int(i) for i in op["inputs"][1:] if i >= 0]:
+            source = produced_by.get(index)
+            if source is None and index not in graph_inputs:
+                weights_at.add(index)
+            elif source is not None and source["op_name"] == "DEQUANTIZE":
+                weights_at.update(int(i) for i in source["inputs"] if int(i) not in produced_by)
+    details = dict((d["index"], d) for d in interpreter.get_tensor_details())
     params = weights = zeros = 0
-    for index in constants - shape_constants:
+    for index in weights_at:
         try:
             value = interpreter.get_tensor(index)
         except ValueError:
             continue
-        params += int(value.size)
-        if value.ndim >= 2:
-            weights += int(value.size)
-            zeros += int(np.sum(value == 0))
+        shape = [int(d) for d in details[index]["shape"]] if index in details else list(value.shape)
+        size = int(np.prod(shape)) if shape else int(value.size)
+        # a tensor in TFLite's sparse format stores only its non-zeros: count it at its dense size
+        sparse = index in details and bool(details[index].get("sparsity_parameters"))
+        nonzero = int(np.count_nonzero(value))
+        params += size
+        if len(shape) >= 2:
+            weights += size
+            zeros += size - nonzero if sparse else int(value.size) - nonzero
     return params, (zeros / weights if weights else 0.0)
 
 
@@ -433,6 +450,9 @@ def _atomic_write(path, text):
     try:
         with os.fdopen(fd, "w") as f:
             f.write(text)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 would make the result private
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -495,8 +515,16 @@ def main(argv=None):
     manifest = {}
     manifest_path = os.path.join(os.path.dirname(os.path.abspath(args.samples)), "kit.json")
     if os.path.isfile(manifest_path):
-        with open(manifest_path) as f:
-            manifest = json.load(f)
+        try:
+            with open(manifest_path) as f:
+                manifest = json.load(f)
+        except (OSError, ValueError) as e:
+            return fail(EXIT_BAD_INPUT, "cannot read %s: %s" % (manifest_path, e))
+        if not isinstance(manifest, dict):
+            return fail(EXIT_BAD_INPUT, "%s is not a kit manifest" % manifest_path)
+    out_dir = os.path.dirname(os.path.abspath(args.out)) if args.out else os.getcwd()
+    if not os.path.isdir(out_dir) or not os.access(out_dir, os.W_OK):
+        return fail(EXIT_BAD_INPUT, "cannot write the result into %s" % out_dir)  # checked before the work
     try:
         runtime = find_runtime(args.runtime)
         report = run_device(models, samples, runtime, args.threads, args.warmup, args.runs, args.edgetpu, manifest,

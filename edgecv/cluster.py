@@ -1,0 +1,58 @@
+"""Weight clustering with TFMOT: each kernel keeps only N distinct values, which gzip then packs tightly.
+
+Clustering does not change the file size by itself (every weight is still stored); it buys the compressed
+size, like pruning does, and keeps accuracy better at the same gain for some layers.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from ._tf import keras, tfmot
+from .config import FinetuneConfig
+from .data import Dataset
+from .errors import ConfigError
+from .progress import ProgressFn, ignore
+from .prune import PRUNABLE
+from .train import ProgressCallback, compile_model, evaluate, one_hot, set_seed
+
+
+@dataclass
+class ClusterResult:
+    model: object  # stripped tf_keras model
+    unique_values: dict[str, int]  # distinct values in each clustered kernel
+    test_accuracy: float
+    seconds: float
+
+
+def cluster(model, dataset: Dataset, clusters: int, config: FinetuneConfig = FinetuneConfig(),
+            on_progress: ProgressFn = ignore) -> ClusterResult:
+    """Clusters every kernel of a copy of ``model`` into ``clusters`` centroids (k-means++ start), fine-tunes,
+    strips the wrappers."""
+    if clusters < 2:
+        raise ConfigError(f"cluster count must be >= 2, got {clusters}")
+    set_seed(config.seed)
+    api = tfmot().clustering.keras
+    base = keras().models.clone_model(model)
+    base.set_weights(model.get_weights())
+
+    def wrap(layer):
+        if type(layer).__name__ in PRUNABLE:
+            return api.cluster_weights(layer, number_of_clusters=clusters,
+                                       cluster_centroids_init=api.CentroidInitialization.KMEANS_PLUS_PLUS)
+        return layer
+
+    wrapped = keras().models.clone_model(base, clone_function=wrap)
+    compile_model(wrapped, config.optimizer, config.learning_rate)
+    start = time.perf_counter()
+    wrapped.fit(dataset.x_train, one_hot(dataset.y_train, dataset.num_classes), batch_size=config.batch_size,
+                epochs=config.epochs, shuffle=True, verbose=0,
+                callbacks=[ProgressCallback("cluster", on_progress, config.epochs, len(dataset.x_train), config.batch_size)])
+    seconds = time.perf_counter() - start
+    stripped = api.strip_clustering(wrapped)
+    unique = {layer.name: int(len(np.unique(np.asarray(layer.weights[0]))))
+              for layer in stripped.layers if type(layer).__name__ in PRUNABLE and layer.weights}
+    return ClusterResult(stripped, unique, evaluate(stripped, dataset.x_test, dataset.y_test), seconds)
