@@ -212,7 +212,7 @@ def weight_stats(interpreter):
     """Parameters and kernel sparsity read from the weights and biases of the model's weight ops.
 
     A weight is a constant input (after the first) of a convolution, fully-connected or LSTM op, or the
-    constant behind a DEQUANTIZE that feeds one (float16 models). Kernels are the weights of rank 2 or more;
+    constant behind the DEQUANTIZE (float16) or DENSIFY (sparse storage) that feeds one. Kernels are the weights of rank 2 or more;
     sparsity is their share of exact zeros. Returns (None, None) when the runtime hides its op list.
     """
     try:
@@ -226,11 +226,11 @@ def weight_stats(interpreter):
         if op["op_name"] not in WEIGHT_OPS:
             continue
         for index in [int(i) for i in op["inputs"][1:] if i >= 0]:
-            source = produced_by.get(index)
-            if source is None and index not in graph_inputs:
+            # back through the ops that only unpack a stored weight: float16 -> float, sparse -> dense
+            while index in produced_by and produced_by[index]["op_name"] in ("DEQUANTIZE", "DENSIFY"):
+                index = int(produced_by[index]["inputs"][0])
+            if index not in produced_by and index not in graph_inputs:
                 weights_at.add(index)
-            elif source is not None and source["op_name"] == "DEQUANTIZE":
-                weights_at.update(int(i) for i in source["inputs"] if int(i) not in produced_by)
     details = dict((d["index"], d) for d in interpreter.get_tensor_details())
     params = weights = zeros = 0
     for index in weights_at:

@@ -22,7 +22,8 @@ class ProgressBars:
     def __init__(self, enabled: bool = True):
         self._bars = Progress(
             TextColumn("{task.description:<22}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[note]}"),
-            TimeElapsedColumn(), TimeRemainingColumn(), console=err, disable=not enabled,
+            TimeElapsedColumn(), TimeRemainingColumn(), console=err,
+            disable=not enabled or not err.is_terminal,  # bars are for people; a log gets the results only
         )
         self._tasks: dict[str, int] = {}
 

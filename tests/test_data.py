@@ -110,15 +110,22 @@ def test_a_crafted_pickle_is_refused_without_running(tmp_path, cifar_python):
     assert not marker.exists()
 
 
-def test_archive_members_are_read_not_extracted(tmp_path, cifar_python):
+def test_archive_members_are_read_not_extracted(tmp_path, cifar_python, monkeypatch):
     folder, _ = cifar_python
     archive = tmp_path / "evil.tar.gz"
     with tarfile.open(archive, "w:gz") as tar:
         tar.add(folder / "data_batch_1", arcname="../../escaped")
         for name in os.listdir(folder):
             tar.add(folder / name, arcname=f"cifar-10-batches-py/{name}")
-    data.load(archive)
-    assert not (tmp_path.parent / "escaped").exists() and not (tmp_path / "escaped").exists()
+    work = tmp_path / "a" / "b" / "cwd"
+    work.mkdir(parents=True)
+    monkeypatch.chdir(work)
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("EDGECV_CACHE", str(cache))
+    before = {p for p in tmp_path.rglob("*")}
+    assert len(data.load(archive).x_train) == 20
+    written = {p for p in tmp_path.rglob("*")} - before
+    assert written and all(p.is_relative_to(cache) for p in written)  # only the decoded-array cache
 
 
 def test_a_damaged_archive_is_one_clear_error(tmp_path):

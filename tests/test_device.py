@@ -137,3 +137,34 @@ def test_merge_puts_host_and_device_side_by_side(kit, tiny_tflite, tiny_dataset,
     assert plot_merged(merged, tmp_path / "m.png").read_bytes()[:4] == b"\x89PNG"
     with pytest.raises(DataError):
         merge([tmp_path / "missing.json"])
+
+
+def test_kit_refuses_twin_names_and_drops_stale_models(tiny_tflite, tiny_dataset, tmp_path):
+    twin = tmp_path / "other" / "tiny_int8.tflite"
+    twin.parent.mkdir()
+    twin.write_bytes(tiny_tflite["int8"].read_bytes())
+    with pytest.raises(DataError, match="share a file name"):
+        make_kit([tiny_tflite["int8"], twin], tiny_dataset, tmp_path / "kit")
+    make_kit([tiny_tflite["int8"], tiny_tflite["float32"]], tiny_dataset, tmp_path / "kit", samples=5)
+    make_kit([tiny_tflite["int8"]], tiny_dataset, tmp_path / "kit", samples=5)
+    assert sorted(p.name for p in (tmp_path / "kit").glob("*.tflite")) == ["tiny_int8.tflite"]
+
+
+def test_kit_archive_name_is_taken_as_given(tiny_tflite, tiny_dataset, tmp_path):
+    kit = make_kit([tiny_tflite["int8"]], tiny_dataset, tmp_path / "kit.v2.tar.gz", samples=5, archive=True)
+    assert kit.path == tmp_path / "kit.v2.tar.gz" and (tmp_path / "kit.v2").is_dir()
+
+
+def test_device_script_checks_its_output_folder_first(kit, tmp_path):
+    done = run_script(kit.path, "--out", tmp_path / "missing" / "x.json")
+    assert done.returncode == 2 and "cannot write the result" in done.stderr and "benchmarking" not in done.stderr
+    (kit.path / "kit.json").write_text("{broken")
+    bad = run_script(kit.path, "--out", tmp_path / "y.json")
+    assert bad.returncode == 2 and "kit.json" in bad.stderr
+
+
+def test_merge_refuses_malformed_results(tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"stages": [1]}')
+    with pytest.raises(DataError, match="not an edgecv report"):
+        merge([bad])

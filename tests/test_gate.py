@@ -125,3 +125,9 @@ def test_gate_report_judges_every_quantized_stage():
     assert by_stage["tflite int8"]["passed"] and not by_stage["pruned int8"]["passed"]
     assert by_stage["pruned float16"]["measured"] is None and not by_stage["pruned float16"]["passed"]
     assert not gate["passed"]
+
+
+def test_a_ratio_against_a_reference_without_that_number_is_refused():
+    ref = Reference("baseline", "b", accuracy=0.6, p50_ms=None, size_bytes=None)
+    with pytest.raises(ConfigError, match="records no p50 latency"):
+        criteria(_stage(0.6), ref, GateConfig(max_latency_ratio=1.2))

@@ -60,3 +60,33 @@ def test_a_model_that_does_not_fit_the_data_is_refused(image_folder, tmp_path):
     path = save_keras(build("seed-cnn", (32, 32, 3), 10), tmp_path / "cifar.keras")
     with pytest.raises(ConfigError, match="takes"):
         compress(CompressConfig(out=tmp_path / "r", data=str(image_folder), model=path))
+
+
+def test_every_technique_is_its_own_row_against_the_same_baseline(image_folder, tmp_path):
+    from edgecv.config import FinetuneConfig
+
+    tune = FinetuneConfig(epochs=1, batch_size=16, learning_rate=3e-4, optimizer=Optimizer.ADAM)
+    report = compress(CompressConfig(
+        out=tmp_path / "t", data=str(image_folder), modes=(QuantMode.INT8, QuantMode.INT16X8), train=FAST_TRAIN,
+        prune=PruneConfig(sparsity=0.6, epochs=2, batch_size=16), bench=FAST_BENCH, qat=True, keep_float_worst=1,
+        sparse=True, finetune=tune, max_drop=100))
+    names = [s.stage for s in report.stages]
+    keep = next(n for n in names if n.startswith("int8 float:"))
+    assert names == ["keras float", "tflite float32", "tflite int8", "tflite int16x8", "qat int8", keep,
+                     "pruned float32", "pruned int8", "pruned int16x8", "pruned qat int8", "pruned int8 sparse"]
+    assert all(s.status == "ok" for s in report.stages), [(s.stage, s.reason) for s in report.stages]
+    assert report.stage("pruned qat int8").sparsity == pytest.approx(0.6, abs=0.03)  # zeros kept through QAT
+    assert report.stage("tflite int16x8").input["dtype"] == "float32"
+    sensitivity = report.stage(keep).details["sensitivity"]
+    assert keep == f"int8 float:{sensitivity[0]['layer']}"  # the worst layer is the one kept
+    sparse = report.stage("pruned int8 sparse")
+    assert sparse.sparsity == pytest.approx(0.6, abs=0.03) and "delegate" in sparse.details  # XNNPACK refused it
+    assert {c["stage"] for c in report.gate["criteria"]} >= {"qat int8", "pruned qat int8", keep}
+
+
+def test_clustering_rows(image_folder, tmp_path):
+    report = compress(CompressConfig(out=tmp_path / "c", data=str(image_folder), train=FAST_TRAIN, clusters=4,
+                                     prune=PruneConfig(sparsity=0.0), bench=FAST_BENCH))
+    clustered = report.stage("clustered int8")
+    assert clustered.status == "ok" and max(clustered.details["unique_values"].values()) <= 4
+    assert clustered.gzip_bytes < report.stage("tflite int8").gzip_bytes

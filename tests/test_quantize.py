@@ -50,3 +50,30 @@ def test_calibration_comes_from_the_train_split(tiny_dataset):
     assert images.dtype == np.float32 and len(images) == 20
     train_rows = {x.tobytes() for x in tiny_dataset.x_train}
     assert all(x.astype(np.uint8).tobytes() in train_rows for x in images)
+
+
+def test_int16x8_has_int16_activations_and_int8_weights(tiny_trained, tiny_dataset):
+    model = TFLiteModel(content=convert(tiny_trained.model, "int16x8", calibration_images(tiny_dataset, 30)),
+                        plain=True)
+    it = model.interpreter
+    tensors = {d["index"]: d for d in it.get_tensor_details()}
+    conv = next(op for op in it._get_ops_details() if op["op_name"] == "CONV_2D")
+    assert tensors[int(conv["inputs"][0])]["dtype"] == np.int16
+    assert tensors[int(conv["inputs"][1])]["dtype"] == np.int8
+    accuracy, _ = measure_accuracy(model, model.prepare(tiny_dataset.x_test), tiny_dataset.y_test)
+    assert abs(accuracy - tiny_trained.test_accuracy) <= 0.05
+
+
+def test_sparse_storage_keeps_only_the_nonzeros(tiny_trained, tiny_dataset):
+    from edgecv.config import PruneConfig
+    from edgecv.prune import prune
+    from edgecv.runtime import weight_stats
+
+    pruned = prune(tiny_trained.model, tiny_dataset, PruneConfig(sparsity=0.8, epochs=2, batch_size=32))
+    cal = calibration_images(tiny_dataset, 30)
+    dense, sparse = convert(pruned.model, "int8", cal), convert(pruned.model, "int8", cal, sparse=True)
+    assert len(sparse) < 0.8 * len(dense)
+    model = TFLiteModel(content=sparse, plain=True)  # XNNPACK refuses sparse int8; TFLite's kernels run it
+    assert any(d["sparsity_parameters"] for d in model.interpreter.get_tensor_details())
+    params, sparsity = weight_stats(model.interpreter)
+    assert params == tiny_trained.model.count_params() and sparsity == pytest.approx(0.8, abs=0.03)

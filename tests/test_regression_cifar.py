@@ -56,9 +56,8 @@ def test_the_pipelines_own_gate_agrees(regression_run):
     assert int8_row["passed"] and int8_row["limit"] == MAX_INT8_DROP
 
 
-def test_tflite_float_matches_keras_exactly_on_the_slice(regression_run):
-    """Conversion itself must not cost accuracy: the float32 file and Keras agree on these images."""
+def test_float_conversion_costs_no_accuracy(regression_run):
+    """The float32 file and Keras agree within two of the 1,000 images (kernels round differently)."""
     report, out = regression_run
     assert _pct(report, "tflite float32") == pytest.approx(_pct(report, "keras float"), abs=0.2)
-    model = TFLiteModel(out / "tflite_int8.tflite")
-    assert model.input["dtype"] == np.int8
+    assert TFLiteModel(out / "tflite_int8.tflite").input["dtype"] == np.int8

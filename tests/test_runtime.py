@@ -65,6 +65,24 @@ def test_latency_summary_is_ordered_and_counts_runs(tiny_tflite, tiny_dataset):
     assert steps[-1] == (60, 60)
 
 
+def test_weight_stats_skip_shape_constants_and_read_float16(tiny_dataset):
+    from edgecv._tf import keras
+    from edgecv.quantize import calibration_images, convert
+
+    L = keras().layers
+    inputs = keras().Input((16, 16, 3))
+    x = L.Conv2D(4, 3)(inputs)
+    x = L.Cropping2D(2)(x)  # a STRIDED_SLICE or SLICE with begin/end/size constants
+    x = L.ZeroPadding2D(1)(x)  # a PAD with a paddings constant of rank 2
+    model = keras().Model(inputs, L.Dense(3)(L.Flatten()(x)))
+    rng = np.random.default_rng(0)  # non-zero biases: the converter drops an all-zero bias
+    model.set_weights([rng.normal(size=w.shape).astype(np.float32) for w in model.get_weights()])
+    for mode in ("float32", "float16", "int8"):
+        content = convert(model, mode, calibration_images(tiny_dataset, 10))
+        params, _ = rt.weight_stats(rt.TFLiteModel(content=content, plain=True).interpreter)
+        assert params == model.count_params(), mode
+
+
 def test_weight_stats_count_the_keras_parameters(tiny_tflite, tiny_trained):
     for mode in ("float32", "int8"):
         params, sparsity = rt.weight_stats(rt.TFLiteModel(tiny_tflite[mode]).interpreter)
@@ -81,7 +99,8 @@ def test_benchmark_record_is_complete(tiny_tflite, tiny_dataset):
     assert record["runtime"]["name"] == "ai_edge_litert" and record["runtime"]["version"]
 
 
-def test_environment_records_unknowns_as_none():
+def test_environment_records_what_it_reads():
     env = rt.environment(rt.find_runtime(), 1)
     assert env["python"] and env["numpy"] == np.__version__ and env["threads"] == 1
     assert env["runtime"]["name"] == "ai_edge_litert"
+    assert rt.environment(None, None)["runtime"] is None

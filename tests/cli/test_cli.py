@@ -150,3 +150,40 @@ def test_compress_max_drop_gate_fails_the_run(tmp_path, image_folder):
     r = run("compress", "--data", image_folder, "--epochs", "1", "--batch-size", "16", "--sparsity", "0",
             "--runs", "5", "--max-drop", "100", "--out", tmp_path / "run2", "-q")
     assert r.exit_code == 0 and "gate" in r.stdout
+
+
+def test_output_files_are_checked_before_training(tmp_path, image_folder):
+    r = run("train", "--data", image_folder, "--out", tmp_path / "model-without-suffix", "-q")
+    assert_one_line_error(r, 2, "must end in .keras")
+
+
+def test_a_keras_model_that_does_not_fit_the_data(tmp_path, image_folder):
+    from edgecv.export import save_keras
+    from edgecv.models import build
+
+    path = save_keras(build("seed-cnn", (32, 32, 3), 10), tmp_path / "cifar.keras")
+    for command in (["benchmark", path], ["prune", path, "--out", tmp_path / "p.keras"], ["quantize", path]):
+        assert_one_line_error(run(*command, "--data", image_folder), 2, "takes (32, 32, 3)")
+
+
+def test_option_errors_are_one_line_from_the_console_script(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "edgecv", "compress", "--runs", "0", "--out", str(tmp_path)],
+                          capture_output=True, text=True)
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert done.returncode == 2 and len(lines) == 1 and lines[0].startswith("error:") and "--runs" in lines[0]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--qat", "--clusters", "8"], "cannot combine"),
+    (["--clusters", "1"], ">= 2"),
+    (["--sparse", "--sparsity", "0"], "no zeros"),
+    (["--keep-float", "fc1", "--keep-float-worst", "1"], "cannot combine"),
+    (["--float16", "--qat"], "add --int8"),
+])
+def test_techniques_that_cannot_combine(tmp_path, image_folder, args, message):
+    assert_one_line_error(run("compress", "--data", image_folder, "--out", tmp_path / "o", *args), 2, message)
+
+
+def test_keep_float_names_a_layer_that_does_not_exist(tmp_path, image_folder):
+    r = run("quantize", tmp_path / "none.keras", "--keep-float", "fc9", "--mode", "float16")
+    assert_one_line_error(r, 2, "--keep-float")
