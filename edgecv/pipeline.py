@@ -72,9 +72,9 @@ def compress(config: CompressConfig, on_progress: ProgressFn = ignore) -> Report
     if config.keep_float or config.keep_float_worst:
         stages.append(_keep_float_stage(model, dataset, config, calibration, stage, on_progress))
     if config.clusters is not None:
-        from .cluster import cluster
+        from .cluster import cluster, cluster_finetune
 
-        clustered = cluster(model, dataset, config.clusters, finetune, on_progress)
+        clustered = cluster(model, dataset, config.clusters, cluster_finetune(finetune), on_progress)
         for mode in (QuantMode.FLOAT32, QuantMode.INT8):
             stages.append(stage(f"clustered {mode.value}", partial(convert, clustered.model, mode, calibration,
                                                                   config.io_type), mode=mode.value,
