@@ -46,7 +46,7 @@ def main() -> None:
                                         clusters=16, prune=PruneConfig(sparsity=0.0)), on_progress)
     wall = time.perf_counter() - start
     stages = main_run.stages + [s for s in clustered.stages if s.stage.startswith("clustered")]
-    table = Report(stages=stages, environment=main_run.environment, data=main_run.data)
+    table = Report(stages=stages, environment=main_run.environment, data=main_run.data, edgecv=main_run.edgecv)
     print(table.to_markdown())
     summary = {"command": f"python benchmarks/techniques_cifar10.py --data {args.data}", "wall_seconds": wall,
                "stages": [s for s in table.to_dict()["stages"]], "environment": main_run.environment,
