@@ -23,7 +23,7 @@ from .config import BenchConfig
 from .data import Dataset, fingerprint
 from .errors import DataError
 from .fsutil import atomic_path, prepare_out_dir, write_text
-from .report import Report
+from .report import Report, save_png
 
 KIT_README = """edgecv device kit
 =================
@@ -200,11 +200,5 @@ def plot_merged(merged: Merged, path: str | os.PathLike) -> Path | None:
     ax.set_xlabel("p50 latency, ms per image (log scale)")
     ax.set_ylabel("accuracy, %")
     ax.set_title("accuracy vs latency per device")
-    ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=7, loc="best")
-    fig.tight_layout()
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=120, format="png")
-    plt.close(fig)
-    return path
+    return save_png(fig, path)

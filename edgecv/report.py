@@ -178,7 +178,15 @@ def plot_pareto(report: Report, path: str | os.PathLike) -> Path | None:
     ax.set_xlabel("p50 latency, ms per image (batch 1, log scale)")
     ax.set_ylabel("test accuracy, %")
     ax.set_title("accuracy vs latency (marker area = file size)")
-    ax.grid(True, which="both", alpha=0.3)
+    return save_png(fig, path)
+
+
+def save_png(fig, path: str | os.PathLike) -> Path:
+    """Grid, layout and an atomic write: the last steps every edgecv plot shares."""
+    import matplotlib.pyplot as plt
+
+    for ax in fig.axes:
+        ax.grid(True, which="both", alpha=0.3)
     fig.tight_layout()
     path = Path(path)
     with atomic_path(path) as tmp:
