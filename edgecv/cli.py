@@ -17,7 +17,7 @@ import typer
 from . import ui
 from .config import (Arch, BenchConfig, CompressConfig, FinetuneConfig, IOType, Optimizer, PruneConfig, QuantMode,
                      TrainConfig)
-from .errors import ConfigError, EdgecvError, GateFailed
+from .errors import ConfigError, DataError, EdgecvError, GateFailed
 from .export import KERAS_SUFFIXES
 
 app = typer.Typer(
@@ -374,6 +374,8 @@ def check(
     max_latency_ratio: Optional[float] = typer.Option(None, help="p50 latency ceiling relative to the reference's."),
     max_size_ratio: Optional[float] = typer.Option(None, help="File size ceiling relative to the reference's."),
     allow_other_data: bool = typer.Option(False, help="Compare with a baseline measured on other test images."),
+    measured_by: Optional[Path] = typer.Option(None, "--measured-by", help="Take MODEL's (and --reference's) "
+                                               "numbers from this device result instead of measuring here."),
     limit: Optional[int] = typer.Option(None, min=1, help="Score on the first N test images only."),
     runs: int = typer.Option(200, min=1),
     threads: int = typer.Option(1, min=1),
@@ -390,12 +392,19 @@ def check(
     bench = BenchConfig(runs=runs, threads=threads, limit=limit)
     if update_baseline and baseline is None:
         raise ConfigError("--update-baseline needs --baseline FILE to write")
-    with ui.ProgressBars(not quiet) as bars:
-        dataset = _load_data(data, None, None, 0, bars)
+    if measured_by is not None:  # the numbers of the runtime the devices run, from its result file
+        from .gate import check_result
+
         if update_baseline:
-            written = write_baseline(model, dataset, _writable(baseline, (".json",)), bench, bars)
-        else:
-            result = run_check(model, dataset, config, bench, reference, baseline, bars)
+            raise ConfigError("--update-baseline measures here; it does not combine with --measured-by")
+        result = check_result(model, measured_by, config, reference, baseline)
+    else:
+        with ui.ProgressBars(not quiet) as bars:
+            dataset = _load_data(data, None, None, 0, bars)
+            if update_baseline:
+                written = write_baseline(model, dataset, _writable(baseline, (".json",)), bench, bars)
+            else:
+                result = run_check(model, dataset, config, bench, reference, baseline, bars)
     if update_baseline:
         ui.show(f"wrote baseline {baseline}: accuracy {100 * written.accuracy:.2f} % on "
                 f"{written.data['test_images']} test images")
@@ -454,32 +463,71 @@ def device_merge(
     if as_json:
         ui.out.print_json(json.dumps(merged.to_dict()))
         return
+    compared = any(merged.top1_differences(d, m) for d in merged.devices for m in merged.models)
     table = Table(title="accuracy % / p50 ms / p90 ms per device", title_justify="left")
     table.add_column("model")
     table.add_column("KB", justify="right")
     table.add_column("gzip KB", justify="right")
     for i, device in enumerate(merged.devices):
-        for header in ("acc %", "p50 ms", "p90 ms"):
+        for header in ("acc %", "p50 ms", "p90 ms") + (("top-1 ≠",) if compared else ()):
             table.add_column(f"{header}\n[{i + 1}]", justify="right")
     for model in merged.models:
         cells = [merged.cell(d, model) for d in merged.devices]
         sized = next((c for c in cells if c is not None and c.size_bytes), None)
         row = [model, f"{sized.size_bytes / 1024:,.1f}" if sized else "", f"{sized.gzip_bytes / 1024:,.1f}" if sized else ""]
-        for c in cells:
+        for device, c in zip(merged.devices, cells):
             latency = (c.latency or {}) if c else {}
+            mark = "*" if device.emulated else ""  # emulated latency is not meaningful
             row += ["" if c is None or c.accuracy is None else f"{100 * c.accuracy:.2f}",
-                    "" if latency.get("p50_ms") is None else f"{latency['p50_ms']:.4f}",
-                    "" if latency.get("p90_ms") is None else f"{latency['p90_ms']:.4f}"]
+                    "" if latency.get("p50_ms") is None else f"{latency['p50_ms']:.4f}{mark}",
+                    "" if latency.get("p90_ms") is None else f"{latency['p90_ms']:.4f}{mark}"]
+            if compared:
+                differs = merged.top1_differences(device, model)
+                row.append("" if differs is None else f"{differs[0]}/{differs[1]}")
         table.add_row(*row)
     ui.show(table)
     for i, device in enumerate(merged.devices):
         data = device.report.data
         warning = (device.report.environment.get("device") or {}).get("pairing_warning")
         ui.show(f"[{i + 1}] {device.label}: {data.get('test_images', '?')} images"
+                + ("; EMULATED: latency (*) not meaningful" if device.emulated else "")
                 + (f"; warning: {warning}" if warning else ""))
+    if compared:
+        ui.show("top-1 ≠: images whose predicted class differs from the first result with per-image predictions "
+                "on the same images")
     fingerprints = {d.report.data.get("test_fingerprint") for d in merged.devices} - {None}
     if len(fingerprints) > 1:
         ui.note("note: the files were scored on different test images; compare accuracies with care")
+
+
+@device_app.command("emulate")
+@cli_errors
+def device_emulate(
+    kit: Path = typer.Argument(..., help="A kit folder from 'edgecv device kit'."),
+    runtime: List[str] = typer.Option(["tflite_runtime", "ai_edge_litert"], "--runtime",
+                                      help="Runtime(s) to run under: tflite_runtime, ai_edge_litert."),
+    runs: int = typer.Option(20, min=1, help="Timed runs (emulated latency is not meaningful: keep it small)."),
+    out: Path = typer.Option(Path("emulated"), "--out", "-o", help="Folder for host.json and emulated-*.json."),
+):
+    """Run a kit on an emulated Raspberry Pi OS (arm64, qemu): real ARM runtimes, accuracy per runtime."""
+    import subprocess
+    import sys
+
+    from .emulate import check_kit, emulate
+    from .fsutil import prepare_out_dir
+
+    check_kit(kit)
+    folder = prepare_out_dir(out)
+    # the same kit on this host first, so each emulated runtime is compared image by image with it
+    host = subprocess.run([sys.executable, str(kit / "edgecv_bench.py"), "--runs", str(runs), "--out",
+                           str(folder / "host.json")], capture_output=True, text=True, cwd=kit)
+    if host.returncode != 0:
+        raise DataError(f"the kit failed on this host: {host.stderr.strip().splitlines()[-1:] or ['?']}")
+    with ui.ProgressBars(True) as bars:
+        done = emulate(kit, list(runtime), folder, runs, bars)
+    for run in done:
+        ui.note(f"{run.runtime}: Python {run.python} on {run.machine} -> {run.result}")
+    device_merge([folder / "host.json"] + [run.result for run in done], out=folder, as_json=False)
 
 
 @app.command()

@@ -117,6 +117,10 @@ class DeviceResult:
     label: str
     report: Report
 
+    @property
+    def emulated(self) -> bool:
+        return bool((self.report.environment.get("device") or {}).get("emulated"))
+
 
 @dataclass
 class Merged:
@@ -126,23 +130,46 @@ class Merged:
     def cell(self, device: DeviceResult, model: str):
         return next((s for s in device.report.stages if s.model and Path(s.model).name == model), None)
 
+    def top1_differences(self, device: DeviceResult, model: str) -> tuple[int, int, str] | None:
+        """(images whose top-1 differs, images, the label compared with): against the first result that kept
+        per-image predictions for this model on the same test images, or None when there is none."""
+        mine = self.cell(device, model)
+        if mine is None or "predictions" not in mine.details:
+            return None
+        fingerprint = device.report.data.get("test_fingerprint")
+        for other in self.devices:
+            if other is device:
+                return None  # only later results are compared with earlier ones
+            theirs = self.cell(other, model)
+            if (theirs is not None and "predictions" in theirs.details
+                    and other.report.data.get("test_fingerprint") == fingerprint):
+                a, b = np.asarray(mine.details["predictions"]), np.asarray(theirs.details["predictions"])
+                if len(a) == len(b):
+                    return int(np.sum(a != b)), int(len(a)), other.label
+        return None
+
     def to_dict(self) -> dict:
         return {
             "schema": "edgecv.merged/1",
-            "devices": [{"label": d.label, "environment": d.report.environment, "data": d.report.data} for d in self.devices],
+            "devices": [{"label": d.label, "emulated": d.emulated, "latency_meaningful": not d.emulated,
+                         "environment": d.report.environment, "data": d.report.data} for d in self.devices],
             "models": [
-                {"model": m, "results": {d.label: _cell_dict(self.cell(d, m)) for d in self.devices}} for m in self.models
+                {"model": m, "results": {d.label: _cell_dict(self.cell(d, m), self.top1_differences(d, m))
+                                         for d in self.devices}} for m in self.models
             ],
         }
 
 
-def _cell_dict(stage):
+def _cell_dict(stage, differences=None):
     if stage is None:
         return None
     latency = stage.latency or {}
-    return {"accuracy": stage.accuracy, "p50_ms": latency.get("p50_ms"), "p90_ms": latency.get("p90_ms"),
+    cell = {"accuracy": stage.accuracy, "p50_ms": latency.get("p50_ms"), "p90_ms": latency.get("p90_ms"),
             "first_ms": latency.get("first_ms"), "size_bytes": stage.size_bytes, "gzip_bytes": stage.gzip_bytes,
             "status": stage.status, "runtime": stage.runtime}
+    if differences is not None:
+        cell["top1_differs"], cell["top1_compared"], cell["top1_reference"] = differences
+    return cell
 
 
 def device_label(report: Report, path: Path) -> str:

@@ -230,3 +230,38 @@ def gate_report(stages: list[StageResult], max_drop: float, reference: str = "ke
                 results.append({"stage": stage.stage, **c.to_dict()})
     return {"max_drop": max_drop, "reference": reference, "passed": all(r["passed"] for r in results),
             "criteria": results}
+
+
+def check_result(model_path: str | os.PathLike, result_path: str | os.PathLike, config: GateConfig = GateConfig(),
+                 reference_model: str | os.PathLike | None = None,
+                 baseline: str | os.PathLike | None = None) -> GateResult:
+    """Judges ``model_path`` by the numbers a device (or emulated device) result file recorded for it.
+
+    The reference is its parent in the same result file (same runtime, same images) or a baseline made on
+    the same test images.
+    """
+    from .report import Report
+
+    if (reference_model is None) == (baseline is None):
+        raise ConfigError("give exactly one reference: --reference MODEL (the float parent) or --baseline FILE")
+    report = Report.load(result_path)
+
+    def stage_of(path) -> StageResult:
+        name = Path(path).name
+        found = next((s for s in report.stages if s.model and Path(s.model).name == name), None)
+        if found is None:
+            raise DataError(f"{result_path} has no result for {name} (it has {', '.join(s.stage for s in report.stages)})")
+        return found
+
+    candidate = stage_of(model_path)
+    if baseline is not None:
+        stored = Baseline.load(baseline)
+        if stored.data.get("test_fingerprint") != report.data.get("test_fingerprint") and not config.allow_other_data:
+            raise DataError(f"baseline {Path(baseline).name} was measured on other test images than {result_path}: "
+                            "pass --allow-other-data to compare anyway")
+        reference = stored.reference(Path(baseline))
+    else:
+        parent = stage_of(reference_model)
+        reference = Reference("model", f"{parent.model} on the same runtime", parent.accuracy, parent.p50(),
+                              parent.size_bytes)
+    return GateResult(candidate, reference, criteria(candidate, reference, config))

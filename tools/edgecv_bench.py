@@ -256,13 +256,14 @@ def file_sizes(data):
 
 
 def benchmark_tflite(path, images, labels, threads=1, warmup=10, runs=200, runtime=None, delegates=None,
-                     name=None, on_step=None, model=None, prepared=None):
+                     name=None, on_step=None, model=None, prepared=None, keep_predictions=False):
     """Benchmarks one ``.tflite`` file: accuracy over all ``images``, batch-1 latency, size and weights.
 
     ``images`` are raw pixels; each model gets them in its own input layout. Returns a JSON-ready record.
     ``on_step(phase, done, total)`` reports progress through the latency and accuracy loops. ``model`` is a
     ``TFLiteModel`` of ``path`` built by the caller (it must not have run yet: its first inference is timed).
     ``prepared`` are ``images`` already in the model's input layout (a kit's sample file carries them).
+    ``keep_predictions`` adds each image's top-1 class, so that two runtimes can be compared image by image.
     """
     with open(str(path), "rb") as f:
         content = f.read()
@@ -272,10 +273,10 @@ def benchmark_tflite(path, images, labels, threads=1, warmup=10, runs=200, runti
         prepared = model.prepare(images)
     step = (lambda phase: (lambda d, t: on_step(phase, d, t))) if on_step else (lambda phase: None)
     latency = measure_latency(model, prepared, warmup, runs, step("latency"))
-    accuracy, _ = measure_accuracy(model, prepared, labels, step("accuracy"))
+    accuracy, predictions = measure_accuracy(model, prepared, labels, step("accuracy"))
     params, sparsity = weight_stats(model.interpreter)
     size, gz = file_sizes(content)
-    return {
+    record = {
         "stage": name or os.path.splitext(os.path.basename(str(path)))[0],
         "model": str(path),
         "format": "tflite",
@@ -291,6 +292,9 @@ def benchmark_tflite(path, images, labels, threads=1, warmup=10, runs=200, runti
         "threads": threads,
         "input": model.describe_input(),
     }
+    if keep_predictions:
+        record["details"] = {"predictions": [int(p) for p in predictions]}
+    return record
 
 
 def environment(runtime=None, threads=None):
@@ -472,7 +476,7 @@ def run_device(models, samples, runtime, threads=1, warmup=10, runs=200, edgetpu
         model = TFLiteModel(path, threads=threads, runtime=runtime, delegates=delegates)
         # the kit's copy in this model's layout; without one, the raw pixels are converted here
         record = benchmark_tflite(path, images, labels, threads, warmup, runs, model=model,
-                                  prepared=samples.get(sample_key(path)))
+                                  prepared=samples.get(sample_key(path)), keep_predictions=True)
         record["model"] = os.path.basename(str(path))
         stages.append(record)
     env = device_info(runtime, threads, edgetpu)
