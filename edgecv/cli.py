@@ -575,6 +575,12 @@ def main() -> None:
 
     from typer._click.exceptions import ClickException
 
+    import signal
+
+    def terminated(*_):
+        raise KeyboardInterrupt  # unwinds like Ctrl-C: temporary files are removed, one line, exit 130
+
+    signal.signal(signal.SIGTERM, terminated)
     command = typer.main.get_command(app)
     try:
         code = command.main(prog_name="edgecv", standalone_mode=False)

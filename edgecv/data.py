@@ -69,6 +69,10 @@ class Dataset:
     def fingerprint(self) -> str:
         return fingerprint(self.x_test, self.y_test)
 
+    def full_fingerprint(self) -> str:
+        """Train and test splits both: what a trained model depends on."""
+        return fingerprint(self.x_train, self.y_train) + fingerprint(self.x_test, self.y_test)
+
     def describe(self) -> dict:
         return {
             "source": self.source,

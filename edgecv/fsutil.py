@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import tempfile
@@ -23,6 +24,10 @@ def atomic_path(target: str | os.PathLike):
     try:
         yield Path(tmp)
         os.replace(tmp, target)
+    except OSError as e:
+        if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EROFS):  # the disk's fault, not a bug
+            raise ConfigError(f"cannot write {target}: {e.strerror}") from None
+        raise
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)

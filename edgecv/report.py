@@ -81,6 +81,7 @@ class Report:
     created: str = ""
     seconds: float | None = None
     gate: dict | None = None  # compress --max-drop: criteria per quantized stage, and whether all passed
+    resumed: list[str] = field(default_factory=list)  # stages reused from an earlier, interrupted run
 
     def stage(self, name: str) -> StageResult | None:
         return next((s for s in self.stages if s.stage == name), None)
@@ -103,7 +104,7 @@ class Report:
             raise ValueError("a stage that is not a record with a name")
         return cls(
             stages=[StageResult.from_dict(s) for s in d["stages"]],
-            **{k: d[k] for k in ("environment", "data", "config", "edgecv", "created", "seconds", "gate") if k in d},
+            **{k: d[k] for k in ("environment", "data", "config", "edgecv", "created", "seconds", "gate", "resumed") if k in d},
         )
 
     @classmethod
