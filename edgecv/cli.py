@@ -310,6 +310,7 @@ def compress(
     finetune_epochs: int = typer.Option(1, min=1, help="Epochs of the QAT and clustering fine-tunes."),
     data: Optional[str] = DataOpt,
     model: Optional[Path] = typer.Option(None, "--model", help="Start from this Keras model instead of training."),
+    trust_model: bool = typer.Option(False, "--trust-model", help="Load a --model that carries code (Lambda)."),
     sparsity: float = typer.Option(0.8, help="Pruning target in [0, 1); 0 skips pruning."),
     epochs: int = typer.Option(10, min=1, help="Training epochs of the baseline."),
     prune_epochs: int = typer.Option(2, min=1, help="Fine-tuning epochs while pruning."),
@@ -337,7 +338,7 @@ def compress(
                                   (QuantMode.INT16X8, int16x8)) if on)
     folder = out or Path("runs") / (name or datetime.now().strftime("compress-%Y%m%d-%H%M%S"))
     config = CompressConfig(
-        out=folder, data=data, model=model, modes=modes or (QuantMode.INT8,), io_type=io_type,
+        out=folder, data=data, model=model, trust_model=trust_model, modes=modes or (QuantMode.INT8,), io_type=io_type,
         train=TrainConfig(arch, epochs, batch_size, optimizer, lr, seed),
         prune=PruneConfig(sparsity, prune_epochs, batch_size, lr, seed, optimizer),
         bench=BenchConfig(runs=runs, threads=threads), train_limit=train_limit, test_limit=test_limit,

@@ -111,6 +111,7 @@ class CompressConfig:
     out: Path
     data: str | None = None  # a path; None = EDGECV_DATA, then the caches, then the download
     model: Path | None = None  # start from this Keras model instead of training
+    trust_model: bool = False  # load a model file that carries code (Lambda layers)
     modes: tuple[QuantMode, ...] = (QuantMode.INT8,)
     io_type: IOType = IOType.INT8
     train: TrainConfig = field(default_factory=TrainConfig)

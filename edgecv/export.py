@@ -28,12 +28,15 @@ def save_tflite(data: bytes, path: str | os.PathLike) -> Path:
     return write_bytes(path, data)
 
 
-def load_keras(path: str | os.PathLike, dataset=None):
+def load_keras(path: str | os.PathLike, dataset=None, trust: bool = False):
     """Loads a tf.keras model for inference and fine-tuning (not its training state); with ``dataset``,
     checks that the model takes its images and predicts its classes.
 
+    A model file can carry code: a ``Lambda`` layer's function. Such files are refused unless ``trust``:
+    ``.keras`` through Keras' safe mode, ``.h5`` by reading its config before anything is deserialized.
+
     Raises:
-        DataError: the file is missing or is not a Keras model.
+        DataError: the file is missing, is not a Keras model, or carries code and is not trusted.
         ConfigError: the model does not fit the data set.
     """
     path = Path(path)
@@ -41,9 +44,16 @@ def load_keras(path: str | os.PathLike, dataset=None):
         raise DataError(f"model file {path} does not exist")
     if path.suffix.lower() not in KERAS_SUFFIXES:
         raise DataError(f"{path} is not a Keras model: expected one of {', '.join(KERAS_SUFFIXES)}")
+    if not trust and path.suffix.lower() in (".h5", ".hdf5"):
+        _refuse_code_in_h5(path)
     try:
-        model = keras().models.load_model(path, compile=False)
+        if path.suffix.lower() == ".keras":
+            model = keras().models.load_model(path, compile=False, safe_mode=not trust)
+        else:
+            model = keras().models.load_model(path, compile=False)
     except Exception as e:  # h5py, zipfile and Keras each raise their own types for a bad file
+        if "Lambda" in str(e) and "safe_mode" in str(e):
+            raise DataError(f"{path} carries code (a Lambda layer): pass --trust-model if you trust the file") from None
         raise DataError(f"{path} is not a loadable Keras model: {first_line(e)}") from None
     if dataset is not None:
         check_fits(model, dataset, path)
@@ -58,3 +68,34 @@ def check_fits(model, dataset, path) -> None:
     classes = model.output_shape[-1]
     if classes != dataset.num_classes:
         raise ConfigError(f"{path} predicts {classes} classes but the data set has {dataset.num_classes}")
+
+
+def _refuse_code_in_h5(path: Path) -> None:
+    """Reads an .h5 model's JSON config, without deserializing it, for layers that carry Python code."""
+    import json
+
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            raw = f.attrs.get("model_config")
+    except OSError as e:
+        raise DataError(f"{path} is not a loadable Keras model: {first_line(e)}") from None
+    if raw is None:
+        raise DataError(f"{path} is not a loadable Keras model: it holds no model config")
+    try:
+        config = json.loads(raw.decode() if isinstance(raw, bytes) else raw)
+    except ValueError as e:
+        raise DataError(f"{path} is not a loadable Keras model: its config is not JSON ({e})") from None
+    if _has_code(config):
+        raise DataError(f"{path} carries code (a Lambda layer): pass --trust-model if you trust the file")
+
+
+def _has_code(node) -> bool:
+    if isinstance(node, dict):
+        if node.get("class_name") == "Lambda":
+            return True
+        return any(_has_code(v) for v in node.values())
+    if isinstance(node, list):
+        return any(_has_code(v) for v in node)
+    return False

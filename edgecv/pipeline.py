@@ -48,7 +48,7 @@ def compress(config: CompressConfig, on_progress: ProgressFn = ignore) -> Report
     else:
         details = {}
         if config.model is not None:
-            model = load_keras(config.model, dataset)
+            model = load_keras(config.model, dataset, trust=config.trust_model)
         else:
             from .train import train
 

@@ -442,10 +442,16 @@ def sample_key(model_path):
 
 def load_samples(path):
     """A sample file written by ``edgecv device kit``: raw images, labels, and inputs prepared per model."""
-    with np.load(str(path), allow_pickle=False) as z:
-        if "images" not in z.files or "labels" not in z.files:
-            raise ValueError("%s lacks 'images' or 'labels': not an edgecv sample file" % path)
-        return {name: z[name] for name in z.files}
+    try:
+        with np.load(str(path), allow_pickle=False) as z:
+            names = list(getattr(z, "files", []))
+            if "images" not in names or "labels" not in names:
+                raise ValueError("it lacks 'images' or 'labels': not an edgecv sample file")
+            return dict((name, z[name]) for name in names)
+    except OSError:
+        raise
+    except Exception as e:  # a damaged zip raises zipfile's own errors, a bare .npy array has no names
+        raise ValueError(str(e) or type(e).__name__)
 
 
 def _atomic_write(path, text):
