@@ -16,7 +16,7 @@ import typer
 
 from . import ui
 from .config import (Arch, BenchConfig, CompressConfig, FinetuneConfig, IOType, Optimizer, PruneConfig, QuantMode,
-                     TrainConfig)
+                     Strategy, TrainConfig)
 from .errors import ConfigError, DataError, EdgecvError, GateFailed
 from .export import KERAS_SUFFIXES
 
@@ -32,6 +32,8 @@ TestLimit = typer.Option(None, "--test-limit", min=1, help="Use a seeded subset 
 SeedOpt = typer.Option(0, "--seed", help="Seed for weights, shuffling and subsets.")
 JsonOpt = typer.Option(False, "--json", help="Print the result as JSON on stdout instead of a table.")
 QuietOpt = typer.Option(False, "--quiet", "-q", help="No progress bars.")
+StrategyOpt = typer.Option(Strategy.DEFAULT, "--strategy", help="tf.distribute strategy: mirrored (local devices), "
+                           "multi-worker (machines in TF_CONFIG; each saves its own --out).")
 
 
 def cli_errors(fn):
@@ -74,13 +76,14 @@ def train(
     train_limit: Optional[int] = TrainLimit,
     test_limit: Optional[int] = TestLimit,
     out: Path = typer.Option(Path("model.keras"), "--out", "-o", help="Where to save the trained model."),
+    strategy: Strategy = StrategyOpt,
     quiet: bool = QuietOpt,
 ):
     """Train a baseline classifier (the classic seed-cnn recipe by default) and save it."""
     from .export import save_keras
     from .train import train as train_model
 
-    config = TrainConfig(arch, epochs, batch_size, optimizer, lr, seed, val_split)
+    config = TrainConfig(arch, epochs, batch_size, optimizer, lr, seed, val_split, strategy)
     _writable(out, KERAS_SUFFIXES)  # before minutes of training, not after
     with ui.ProgressBars(not quiet) as bars:
         dataset = _load_data(data, train_limit, test_limit, seed, bars)
@@ -104,6 +107,7 @@ def prune(
     train_limit: Optional[int] = TrainLimit,
     test_limit: Optional[int] = TestLimit,
     out: Path = typer.Option(Path("pruned.keras"), "--out", "-o"),
+    strategy: Strategy = StrategyOpt,
     quiet: bool = QuietOpt,
 ):
     """Magnitude-prune a Keras model with TFMOT, fine-tune it, strip the wrappers, report each layer's sparsity."""
@@ -112,7 +116,7 @@ def prune(
     from .export import load_keras, save_keras
     from .prune import prune as prune_model
 
-    config = PruneConfig(sparsity, epochs, batch_size, lr, seed, optimizer)
+    config = PruneConfig(sparsity, epochs, batch_size, lr, seed, optimizer, strategy)
     _writable(out, KERAS_SUFFIXES)
     with ui.ProgressBars(not quiet) as bars:
         dataset = _load_data(data, train_limit, test_limit, seed, bars)
@@ -178,6 +182,7 @@ def qat_command(
     io_type: IOType = typer.Option(IOType.INT8),
     seed: int = SeedOpt,
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Default: MODEL_qat_int8.tflite beside the model."),
+    strategy: Strategy = StrategyOpt,
     quiet: bool = QuietOpt,
 ):
     """Quantization-aware training, then conversion to a full-integer int8 model."""
@@ -189,8 +194,8 @@ def qat_command(
     target = _writable(out or model.with_name(f"{model.stem}_qat_int8.tflite"), (".tflite",))
     with ui.ProgressBars(not quiet) as bars:
         dataset = _load_data(data, None, None, seed, bars)
-        result = qat(load_keras(model, dataset), dataset, FinetuneConfig(epochs, batch_size, lr, optimizer, seed), bars,
-                     preserve_sparsity)
+        result = qat(load_keras(model, dataset), dataset,
+                     FinetuneConfig(epochs, batch_size, lr, optimizer, seed, strategy), bars, preserve_sparsity)
     content = convert(result.model, QuantMode.INT8, calibration_images(dataset, 200, seed), io_type)
     save_tflite(content, target)
     _, sparsity = weight_stats(TFLiteModel(content=content, plain=True).interpreter)
@@ -327,6 +332,8 @@ def compress(
     max_drop: Optional[float] = typer.Option(None, help="Gate: fail (exit 1) when a quantized stage loses more "
                                              "than this many accuracy points against the Keras float model."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output folder. Default: runs/<name>."),
+    strategy: Strategy = typer.Option(Strategy.DEFAULT, "--strategy", help="default or mirrored (local devices); "
+                                      "for several machines run 'edgecv train --strategy multi-worker', then --model."),
     name: Optional[str] = typer.Option(None, help="Run name under runs/. Default: compress-<date>-<time>."),
     as_json: bool = JsonOpt,
     quiet: bool = QuietOpt,
@@ -339,12 +346,12 @@ def compress(
     folder = out or Path("runs") / (name or datetime.now().strftime("compress-%Y%m%d-%H%M%S"))
     config = CompressConfig(
         out=folder, data=data, model=model, trust_model=trust_model, modes=modes or (QuantMode.INT8,), io_type=io_type,
-        train=TrainConfig(arch, epochs, batch_size, optimizer, lr, seed),
-        prune=PruneConfig(sparsity, prune_epochs, batch_size, lr, seed, optimizer),
+        train=TrainConfig(arch, epochs, batch_size, optimizer, lr, seed, strategy=strategy),
+        prune=PruneConfig(sparsity, prune_epochs, batch_size, lr, seed, optimizer, strategy),
         bench=BenchConfig(runs=runs, threads=threads), train_limit=train_limit, test_limit=test_limit,
         max_drop=max_drop, qat=qat, clusters=clusters, keep_float=tuple(keep_float),
         keep_float_worst=keep_float_worst, sparse=sparse,
-        finetune=FinetuneConfig(finetune_epochs, batch_size, lr / 10, optimizer, seed),
+        finetune=FinetuneConfig(finetune_epochs, batch_size, lr / 10, optimizer, seed, strategy),
     )
     with ui.ProgressBars(not quiet) as bars:
         report = run_compress(config, bars)

@@ -18,6 +18,12 @@ class Arch(str, Enum):
     SEED_CNN = "seed-cnn"  # Conv32-Pool-Conv64-Pool-Dense128-Dense(n): the classic Keras CIFAR-10 recipe
 
 
+class Strategy(str, Enum):
+    DEFAULT = "default"  # TensorFlow's own single-device path
+    MIRRORED = "mirrored"  # every local device (GPUs, or the CPU)
+    MULTI_WORKER = "multi-worker"  # one process per machine, cluster from TF_CONFIG
+
+
 class Optimizer(str, Enum):
     SGD = "sgd"
     ADAM = "adam"
@@ -48,6 +54,7 @@ class TrainConfig:
     learning_rate: float = 0.01  # Keras' SGD default, as in the classic recipe
     seed: int = 0
     val_split: float = 0.0  # share of the train split held out; the test split is never trained on
+    strategy: Strategy = Strategy.DEFAULT
 
     def __post_init__(self):
         _positive("epochs", self.epochs)
@@ -65,6 +72,7 @@ class PruneConfig:
     learning_rate: float = 0.01
     seed: int = 0
     optimizer: Optimizer = Optimizer.SGD  # compress uses the training optimizer: a switch unsettles the weights
+    strategy: Strategy = Strategy.DEFAULT
 
     def __post_init__(self):
         if not 0.0 <= self.sparsity < 1.0:
@@ -83,6 +91,7 @@ class FinetuneConfig:
     learning_rate: float = 1e-3  # a tenth of the classic recipe's SGD rate: the weights are already trained
     optimizer: Optimizer = Optimizer.SGD
     seed: int = 0
+    strategy: Strategy = Strategy.DEFAULT
 
     def __post_init__(self):
         _positive("fine-tuning epochs", self.epochs)
@@ -152,6 +161,9 @@ class CompressConfig:
                              ("--sparse", self.sparse)):
             if wanted and not int8:
                 raise ConfigError(f"{flag} makes int8 models: add --int8")
+        if Strategy.MULTI_WORKER in (self.train.strategy, self.prune.strategy, self.finetune.strategy):
+            raise ConfigError("compress runs on one machine: train with 'edgecv train --strategy multi-worker' on "
+                              "each, then compress --model the result")
         if self.sparse and self.prune.sparsity == 0:
             raise ConfigError("--sparse cannot combine with --sparsity 0: there are no zeros to store sparsely")
 

@@ -52,6 +52,9 @@ def schedule_steps(total_steps: int) -> tuple[int, int]:
 
 def prune(model, dataset: Dataset, config: PruneConfig = PruneConfig(), on_progress: ProgressFn = ignore) -> PruneResult:
     """Prunes a copy of ``model`` to ``config.sparsity``; the model passed in is left untouched."""
+    from .distribute import fit, get_strategy, scope
+
+    get_strategy(config.strategy)
     set_seed(config.seed)
     base = keras().models.clone_model(model)
     base.set_weights(model.get_weights())
@@ -67,17 +70,14 @@ def prune(model, dataset: Dataset, config: PruneConfig = PruneConfig(), on_progr
             return sparsity_api.prune_low_magnitude(layer, pruning_schedule=schedule)
         return layer
 
-    wrapped = keras().models.clone_model(base, clone_function=wrap)
-    compile_model(wrapped, config.optimizer, config.learning_rate)
+    with scope(config.strategy):
+        wrapped = keras().models.clone_model(base, clone_function=wrap)
+        compile_model(wrapped, config.optimizer, config.learning_rate)
     start = time.perf_counter()
-    wrapped.fit(
-        dataset.x_train, one_hot(dataset.y_train, dataset.num_classes), batch_size=config.batch_size,
-        epochs=config.epochs, shuffle=True, verbose=0,
-        callbacks=[
-            sparsity_api.UpdatePruningStep(),
-            ProgressCallback("prune", on_progress, config.epochs, len(dataset.x_train), config.batch_size),
-        ],
-    )
+    fit(wrapped, dataset.x_train, one_hot(dataset.y_train, dataset.num_classes), batch_size=config.batch_size,
+        epochs=config.epochs, strategy=config.strategy, seed=config.seed,
+        callbacks=[sparsity_api.UpdatePruningStep(),
+                   ProgressCallback("prune", on_progress, config.epochs, len(dataset.x_train), config.batch_size)])
     seconds = time.perf_counter() - start
     stripped = sparsity_api.strip_pruning(wrapped)
     layers = kernel_sparsity(stripped)

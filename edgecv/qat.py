@@ -92,14 +92,18 @@ def seed_input_range(aware, low: float, high: float) -> None:
 def qat(model, dataset: Dataset, config: FinetuneConfig = FinetuneConfig(), on_progress: ProgressFn = ignore,
         preserve_sparsity: bool = False) -> QatResult:
     """Fine-tunes a quantization-aware copy of ``model``; the model passed in is left untouched."""
+    from .distribute import fit, get_strategy, scope
+
+    get_strategy(config.strategy)
     set_seed(config.seed)
-    aware = quantize_aware(model, preserve_sparsity)
-    seed_input_range(aware, float(dataset.x_train.min()), float(dataset.x_train.max()))
-    compile_model(aware, config.optimizer, config.learning_rate)
+    with scope(config.strategy):
+        aware = quantize_aware(model, preserve_sparsity)
+        seed_input_range(aware, float(dataset.x_train.min()), float(dataset.x_train.max()))
+        compile_model(aware, config.optimizer, config.learning_rate)
     task = "pruning-preserving QAT" if preserve_sparsity else "QAT"
     start = time.perf_counter()
-    aware.fit(dataset.x_train, one_hot(dataset.y_train, dataset.num_classes), batch_size=config.batch_size,
-              epochs=config.epochs, shuffle=True, verbose=0,
-              callbacks=[ProgressCallback(task, on_progress, config.epochs, len(dataset.x_train), config.batch_size)])
+    fit(aware, dataset.x_train, one_hot(dataset.y_train, dataset.num_classes), batch_size=config.batch_size,
+        epochs=config.epochs, strategy=config.strategy, seed=config.seed,
+        callbacks=[ProgressCallback(task, on_progress, config.epochs, len(dataset.x_train), config.batch_size)])
     seconds = time.perf_counter() - start
     return QatResult(aware, evaluate(aware, dataset.x_test, dataset.y_test), seconds, preserve_sparsity)

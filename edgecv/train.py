@@ -57,10 +57,14 @@ def train(
     dataset: Dataset, config: TrainConfig = TrainConfig(), on_progress: ProgressFn = ignore, model=None
 ) -> TrainResult:
     """Trains ``config.arch`` (or the given model) on the train split and scores it on the test split."""
+    from .distribute import fit, get_strategy, scope
+
+    get_strategy(config.strategy)  # first: a multi-worker strategy must exist before other TensorFlow work
     set_seed(config.seed)
-    if model is None:
-        model = build(config.arch, dataset.input_shape, dataset.num_classes)
-    compile_model(model, config.optimizer, config.learning_rate)
+    with scope(config.strategy):
+        if model is None:
+            model = build(config.arch, dataset.input_shape, dataset.num_classes)
+        compile_model(model, config.optimizer, config.learning_rate)
     x, y = dataset.x_train, one_hot(dataset.y_train, dataset.num_classes)
     validation = None
     if config.val_split > 0:
@@ -70,10 +74,9 @@ def train(
         validation = (x[order[:n_val]], y[order[:n_val]])
         x, y = x[order[n_val:]], y[order[n_val:]]
     start = time.perf_counter()
-    history = model.fit(
-        x, y, batch_size=config.batch_size, epochs=config.epochs, validation_data=validation, shuffle=True,
-        verbose=0, callbacks=[ProgressCallback("train", on_progress, config.epochs, len(x), config.batch_size)],
-    )
+    history = fit(model, x, y, batch_size=config.batch_size, epochs=config.epochs, validation=validation,
+                  callbacks=[ProgressCallback("train", on_progress, config.epochs, len(x), config.batch_size)],
+                  strategy=config.strategy, seed=config.seed)
     seconds = time.perf_counter() - start
     return TrainResult(
         model=model,
