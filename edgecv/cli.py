@@ -77,6 +77,9 @@ def train(
     test_limit: Optional[int] = TestLimit,
     out: Path = typer.Option(Path("model.keras"), "--out", "-o", help="Where to save the trained model."),
     strategy: Strategy = StrategyOpt,
+    stream: bool = typer.Option(False, "--stream", help="Stream an image folder from disk (larger than memory)."),
+    image_size: Optional[int] = typer.Option(None, "--image-size", min=14, help="With --stream: resize to NxN."),
+    cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="With --stream: keep decoded images here."),
     quiet: bool = QuietOpt,
 ):
     """Train a baseline classifier (the classic seed-cnn recipe by default) and save it."""
@@ -85,9 +88,20 @@ def train(
 
     config = TrainConfig(arch, epochs, batch_size, optimizer, lr, seed, val_split, strategy)
     _writable(out, KERAS_SUFFIXES)  # before minutes of training, not after
-    with ui.ProgressBars(not quiet) as bars:
-        dataset = _load_data(data, train_limit, test_limit, seed, bars)
-        result = train_model(dataset, config, bars)
+    if stream:
+        from .train import train_stream
+
+        if data is None:
+            raise ConfigError("--stream reads an image folder: pass --data FOLDER")
+        if cache_dir is not None:
+            cache_dir.mkdir(parents=True, exist_ok=True)
+        with ui.ProgressBars(not quiet) as bars:
+            result = train_stream(data, config, (image_size, image_size) if image_size else None, 3, bars,
+                                  str(cache_dir) if cache_dir else None)
+    else:
+        with ui.ProgressBars(not quiet) as bars:
+            dataset = _load_data(data, train_limit, test_limit, seed, bars)
+            result = train_model(dataset, config, bars)
     save_keras(result.model, out)
     ui.show(f"test accuracy {100 * result.test_accuracy:.2f} % after {epochs} epochs "
                  f"({result.seconds:.0f} s); saved {out}")

@@ -86,6 +86,38 @@ def train(
     )
 
 
+def train_stream(root, config: TrainConfig = TrainConfig(), image_size: tuple[int, int] | None = None,
+                 channels: int = 3, on_progress: ProgressFn = ignore, cache_dir: str | None = None) -> TrainResult:
+    """Trains on an image folder streamed from disk (for folders larger than memory); ``cache_dir`` keeps the
+    decoded images on disk after the first epoch."""
+    import os
+    from pathlib import Path
+
+    from .distribute import get_strategy, scope
+    from .stream import list_folder, stream_folder
+
+    get_strategy(config.strategy)
+    set_seed(config.seed)
+    if image_size is None:  # the first image's size, as the in-memory loader would choose for a uniform folder
+        from PIL import Image
+
+        with Image.open(list_folder(Path(root), "train")[0][0]) as first:
+            image_size = (first.height, first.width)
+    cache = {split: os.path.join(cache_dir, f"{split}.tfcache") if cache_dir else None for split in ("train", "test")}
+    train_data = stream_folder(root, "train", image_size, channels, config.batch_size, True, config.seed, cache["train"])
+    test_data = stream_folder(root, "test", image_size, channels, config.batch_size, False, cache_file=cache["test"])
+    with scope(config.strategy):
+        model = build(config.arch, train_data.input_shape, len(train_data.classes))
+        compile_model(model, config.optimizer, config.learning_rate)
+    start = time.perf_counter()
+    history = model.fit(train_data.dataset, epochs=config.epochs, verbose=0, callbacks=[
+        ProgressCallback("train", on_progress, config.epochs, train_data.files, config.batch_size)])
+    seconds = time.perf_counter() - start
+    _, accuracy = model.evaluate(test_data.dataset, verbose=0)
+    return TrainResult(model, {k: [float(v) for v in vs] for k, vs in history.history.items()}, float(accuracy),
+                       seconds)
+
+
 def evaluate(model, x: np.ndarray, y: np.ndarray, batch_size: int = 256) -> float:
     """Top-1 accuracy of a Keras model on integer labels."""
     predictions = model.predict(x, batch_size=batch_size, verbose=0)
