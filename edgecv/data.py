@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import DataError
+from .errors import DataError, first_line
 from .fsutil import atomic_path
 from .progress import Progress, ProgressFn, ignore
 
@@ -279,7 +279,7 @@ def _unpickle(data: bytes, name: str) -> dict:
     try:
         batch = _CifarUnpickler(io.BytesIO(data), encoding="bytes").load()
     except Exception as e:  # broken bytes fail in many ways; the restricted unpickler has run no code either way
-        raise DataError(f"{name} is not a CIFAR-10 batch: {type(e).__name__}: {e}") from None
+        raise DataError(f"{name} is not a CIFAR-10 batch: {type(e).__name__}: {first_line(e)}") from None
     if not isinstance(batch, dict):
         raise DataError(f"{name} is not a CIFAR-10 batch: holds {type(batch).__name__}, not a dict")
     return {k.decode() if isinstance(k, bytes) else k: v for k, v in batch.items()}
@@ -295,7 +295,7 @@ def _batches_to_dataset(read, source: str, kind: str, on_progress: ProgressFn) -
             x = np.asarray(batch["data"], dtype=np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
             y = np.asarray(batch["labels"], dtype=np.int64)
         except (KeyError, ValueError) as e:
-            raise DataError(f"{name} is not a CIFAR-10 batch: {e}") from None
+            raise DataError(f"{name} is not a CIFAR-10 batch: {first_line(e)}") from None
         if len(x) != len(y):
             raise DataError(f"{name} has {len(x)} images but {len(y)} labels")
         parts.append((x, y))
@@ -334,7 +334,7 @@ def _load_cifar_archive(path: Path, on_progress: ProgressFn) -> Dataset:
 
             return _batches_to_dataset(read, str(path), "cifar-archive", on_progress)
     except (tarfile.TarError, OSError, EOFError) as e:
-        raise DataError(f"{path} is not a readable .tar.gz archive: {e}") from None
+        raise DataError(f"{path} is not a readable .tar.gz archive: {first_line(e)}") from None
 
 
 def _download_cifar10(on_progress: ProgressFn) -> Path:

@@ -16,7 +16,7 @@ from . import __version__
 from .benchmark import benchmark_file, host_environment, now, scoring_images
 from .config import BenchConfig
 from .data import Dataset, fingerprint
-from .errors import ConfigError, DataError
+from .errors import ConfigError, DataError, first_line
 from .fsutil import sha256, write_text
 from .progress import ProgressFn, ignore
 from .report import StageResult
@@ -148,7 +148,7 @@ class Baseline:
         except OSError as e:
             raise DataError(f"cannot read baseline {path}: {e.strerror or e}") from None
         except ValueError as e:
-            raise DataError(f"baseline {path} is not JSON: {e}") from None
+            raise DataError(f"baseline {path} is not JSON: {first_line(e)}") from None
         if not isinstance(d, dict) or d.get("schema") != BASELINE_SCHEMA:
             raise DataError(f"{path} is not an edgecv baseline (no schema {BASELINE_SCHEMA!r})")
         accuracy, data = d.get("accuracy"), d.get("data")

@@ -11,7 +11,7 @@ import os
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-from .errors import DataError
+from .errors import DataError, first_line
 from .fsutil import atomic_path, write_text
 
 SCHEMA = "edgecv.report/1"
@@ -115,7 +115,7 @@ class Report:
         except OSError as e:
             raise DataError(f"cannot read report {path}: {e.strerror or e}") from None
         except (ValueError, TypeError) as e:
-            raise DataError(f"{path} is not an edgecv report: {e}") from None
+            raise DataError(f"{path} is not an edgecv report: {first_line(e)}") from None
 
     def to_markdown(self) -> str:
         headers = [h for h, _ in COLUMNS]

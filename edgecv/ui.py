@@ -86,7 +86,8 @@ def gate_table(criteria: list[dict], title: str) -> Table:
 
 
 def error(message: str) -> None:
-    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    """The one line a user sees for an error (a library's multi-line message is folded into it)."""
+    err.print(f"[bold red]error:[/] {' '.join(message.split())}", highlight=False, soft_wrap=True, markup=True)
 
 
 def note(message: str) -> None:
