@@ -44,7 +44,7 @@ class ProgressBars:
 def show(renderable) -> None:
     """Prints to stdout; piped or captured output is wide enough that a table never wraps in a log."""
     out.width = None if out.is_terminal else 200  # None: the terminal's own width
-    out.print(renderable, highlight=False)
+    out.print(renderable, highlight=False, markup=not isinstance(renderable, str))  # file names may hold [ ]
 
 
 def report_table(report: Report, title: str | None = None) -> Table:
@@ -87,8 +87,10 @@ def gate_table(criteria: list[dict], title: str) -> Table:
 
 def error(message: str) -> None:
     """The one line a user sees for an error (a library's multi-line message is folded into it)."""
-    err.print(f"[bold red]error:[/] {' '.join(message.split())}", highlight=False, soft_wrap=True, markup=True)
+    from rich.markup import escape
+
+    err.print(f"[bold red]error:[/] {escape(' '.join(message.split()))}", highlight=False, soft_wrap=True)
 
 
 def note(message: str) -> None:
-    err.print(message, highlight=False, soft_wrap=True)
+    err.print(message, highlight=False, soft_wrap=True, markup=False)
