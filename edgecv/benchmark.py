@@ -6,7 +6,6 @@ timed as a ``tf.function`` on single images so the two can share one table.
 
 from __future__ import annotations
 
-import sys
 import time
 from dataclasses import asdict
 from datetime import datetime, timezone
@@ -128,9 +127,14 @@ def host_environment(runtime: rt.Runtime | None, threads: int | None) -> dict:
     """The device-side environment plus the host's TensorFlow stack."""
     env = rt.environment(runtime, threads)
     env["edgecv"] = __version__
-    for module in ("tensorflow", "tf_keras", "tensorflow_model_optimization"):
-        if module in sys.modules:
-            env[module] = getattr(sys.modules[module], "__version__", None)
+    from importlib.metadata import PackageNotFoundError, version
+
+    for module, dist in (("tensorflow", "tensorflow"), ("tf_keras", "tf-keras"),
+                         ("tensorflow_model_optimization", "tensorflow-model-optimization")):
+        try:
+            env[module] = version(dist)
+        except PackageNotFoundError:
+            env[module] = None
     return env
 
 

@@ -93,6 +93,8 @@ def train(
 
         if data is None:
             raise ConfigError("--stream reads an image folder: pass --data FOLDER")
+        if val_split or train_limit or test_limit:
+            raise ConfigError("--stream reads whole splits: --val-split, --train-limit and --test-limit do not apply")
         if cache_dir is not None:
             cache_dir.mkdir(parents=True, exist_ok=True)
         with ui.ProgressBars(not quiet) as bars:
@@ -132,6 +134,9 @@ def prune(
 
     config = PruneConfig(sparsity, epochs, batch_size, lr, seed, optimizer, strategy)
     _writable(out, KERAS_SUFFIXES)
+    from .distribute import get_strategy
+
+    get_strategy(strategy)  # a multi-worker strategy must exist before the model is loaded
     with ui.ProgressBars(not quiet) as bars:
         dataset = _load_data(data, train_limit, test_limit, seed, bars)
         result = prune_model(load_keras(model, dataset), dataset, config, bars)
@@ -206,6 +211,9 @@ def qat_command(
     from .runtime import TFLiteModel, weight_stats
 
     target = _writable(out or model.with_name(f"{model.stem}_qat_int8.tflite"), (".tflite",))
+    from .distribute import get_strategy
+
+    get_strategy(strategy)  # a multi-worker strategy must exist before the model is loaded
     with ui.ProgressBars(not quiet) as bars:
         dataset = _load_data(data, None, None, seed, bars)
         result = qat(load_keras(model, dataset), dataset,
@@ -544,7 +552,7 @@ def device_emulate(
     host = subprocess.run([sys.executable, str(kit / "edgecv_bench.py"), "--runs", str(runs), "--out",
                            str(folder / "host.json")], capture_output=True, text=True, cwd=kit)
     if host.returncode != 0:
-        raise DataError(f"the kit failed on this host: {host.stderr.strip().splitlines()[-1:] or ['?']}")
+        raise DataError(f"the kit failed on this host: {(host.stderr.strip().splitlines() or ['no output'])[-1]}")
     with ui.ProgressBars(True) as bars:
         done = emulate(kit, list(runtime), folder, runs, bars)
     for run in done:

@@ -41,6 +41,9 @@ def cluster(model, dataset: Dataset, clusters: int, config: FinetuneConfig = Fin
     strips the wrappers."""
     if clusters < 2:
         raise ConfigError(f"cluster count must be >= 2, got {clusters}")
+    from .distribute import fit, get_strategy, scope
+
+    get_strategy(config.strategy)
     set_seed(config.seed)
     api = tfmot().clustering.keras
     base = keras().models.clone_model(model)
@@ -52,12 +55,13 @@ def cluster(model, dataset: Dataset, clusters: int, config: FinetuneConfig = Fin
                                        cluster_centroids_init=api.CentroidInitialization.KMEANS_PLUS_PLUS)
         return layer
 
-    wrapped = keras().models.clone_model(base, clone_function=wrap)
-    compile_model(wrapped, config.optimizer, config.learning_rate)
+    with scope(config.strategy):
+        wrapped = keras().models.clone_model(base, clone_function=wrap)
+        compile_model(wrapped, config.optimizer, config.learning_rate)
     start = time.perf_counter()
-    wrapped.fit(dataset.x_train, one_hot(dataset.y_train, dataset.num_classes), batch_size=config.batch_size,
-                epochs=config.epochs, shuffle=True, verbose=0,
-                callbacks=[ProgressCallback("cluster", on_progress, config.epochs, len(dataset.x_train), config.batch_size)])
+    fit(wrapped, dataset.x_train, one_hot(dataset.y_train, dataset.num_classes), batch_size=config.batch_size,
+        epochs=config.epochs, strategy=config.strategy, seed=config.seed,
+        callbacks=[ProgressCallback("cluster", on_progress, config.epochs, len(dataset.x_train), config.batch_size)])
     seconds = time.perf_counter() - start
     stripped = api.strip_clustering(wrapped)
     unique = {layer.name: int(len(np.unique(np.asarray(layer.weights[0]))))

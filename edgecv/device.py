@@ -133,17 +133,20 @@ class Merged:
     def top1_differences(self, device: DeviceResult, model: str) -> tuple[int, int, str] | None:
         """(images whose top-1 differs, images, the label compared with): against the first result that kept
         per-image predictions for this model on the same test images, or None when there is none."""
+        def predictions(stage):
+            p = stage.details.get("predictions") if stage is not None and isinstance(stage.details, dict) else None
+            return p if isinstance(p, list) and all(isinstance(v, int) for v in p) else None
+
         mine = self.cell(device, model)
-        if mine is None or "predictions" not in mine.details:
+        if predictions(mine) is None:
             return None
         fingerprint = device.report.data.get("test_fingerprint")
         for other in self.devices:
             if other is device:
                 return None  # only later results are compared with earlier ones
             theirs = self.cell(other, model)
-            if (theirs is not None and "predictions" in theirs.details
-                    and other.report.data.get("test_fingerprint") == fingerprint):
-                a, b = np.asarray(mine.details["predictions"]), np.asarray(theirs.details["predictions"])
+            if predictions(theirs) is not None and other.report.data.get("test_fingerprint") == fingerprint:
+                a, b = np.asarray(predictions(mine)), np.asarray(predictions(theirs))
                 if len(a) == len(b):
                     return int(np.sum(a != b)), int(len(a)), other.label
         return None

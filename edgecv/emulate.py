@@ -97,8 +97,11 @@ def ensure_root(on_progress: ProgressFn = ignore) -> Path:
 
 def _chroot(root: Path, *args: str, timeout: int = 1800) -> subprocess.CompletedProcess:
     chroot = shutil.which("chroot") or "/usr/sbin/chroot"  # found on the host's PATH, not the root's
-    return subprocess.run([chroot, str(root), *args], capture_output=True, text=True, timeout=timeout,
-                          env={"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": "/root", "LANG": "C.UTF-8"})
+    try:
+        return subprocess.run([chroot, str(root), *args], capture_output=True, text=True, timeout=timeout,
+                              env={"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": "/root", "LANG": "C.UTF-8"})
+    except subprocess.TimeoutExpired:
+        raise Unsupported(f"the emulated Pi did not finish {' '.join(args[:2])} within {timeout} s") from None
 
 
 def ensure_venv(root: Path, runtime: str, on_progress: ProgressFn = ignore) -> str:

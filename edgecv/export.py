@@ -53,7 +53,7 @@ def load_keras(path: str | os.PathLike, dataset=None, trust: bool = False):
             model = keras().models.load_model(path, compile=False)
     except Exception as e:  # h5py, zipfile and Keras each raise their own types for a bad file
         if "Lambda" in str(e) and "safe_mode" in str(e):
-            raise DataError(f"{path} carries code (a Lambda layer): pass --trust-model if you trust the file") from None
+            raise DataError(f"{path} carries code (a Lambda layer) and is refused: load it only if you trust it (compress --model with --trust-model)") from None
         raise DataError(f"{path} is not a loadable Keras model: {first_line(e)}") from None
     if dataset is not None:
         check_fits(model, dataset, path)
@@ -88,7 +88,7 @@ def _refuse_code_in_h5(path: Path) -> None:
     except ValueError as e:
         raise DataError(f"{path} is not a loadable Keras model: its config is not JSON ({e})") from None
     if _has_code(config):
-        raise DataError(f"{path} carries code (a Lambda layer): pass --trust-model if you trust the file")
+        raise DataError(f"{path} carries code (a Lambda layer) and is refused: load it only if you trust it (compress --model with --trust-model)")
 
 
 def _has_code(node) -> bool:

@@ -247,10 +247,17 @@ def check_result(model_path: str | os.PathLike, result_path: str | os.PathLike, 
     report = Report.load(result_path)
 
     def stage_of(path) -> StageResult:
-        name = Path(path).name
-        found = next((s for s in report.stages if s.model and Path(s.model).name == name), None)
+        path = Path(path)
+        if not path.is_file():
+            raise DataError(f"model file {path} does not exist")
+        found = next((s for s in report.stages if s.model and Path(s.model).name == path.name), None)
         if found is None:
-            raise DataError(f"{result_path} has no result for {name} (it has {', '.join(s.stage for s in report.stages)})")
+            raise DataError(f"{result_path} has no result for {path.name} "
+                            f"(it has {', '.join(s.stage for s in report.stages)})")
+        recorded = found.sha256
+        if recorded is None or recorded != sha256(path.read_bytes()):
+            raise DataError(f"{result_path} measured another {path.name} than this one (its SHA-256 differs "
+                            "or was not recorded): run the kit with this model")
         return found
 
     candidate = stage_of(model_path)

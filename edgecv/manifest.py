@@ -13,14 +13,20 @@ import json
 from pathlib import Path
 
 from . import __version__
+from .errors import DataError
 from .fsutil import sha256, write_text
 
 
 def run_key(config: dict, data_fingerprint: str) -> str:
     """Everything that decides a run's artifacts: options (not the folder), data, version, the input model."""
-    options = {k: v for k, v in config.items() if k != "out"}
+    options = {k: v for k, v in config.items() if k not in ("out", "max_drop")}  # the gate is always recomputed
+    if options.get("data"):
+        options["data"] = str(Path(options["data"]).resolve())
     if options.get("model"):
-        options["model_sha256"] = sha256(Path(options["model"]).read_bytes())
+        try:
+            options["model_sha256"] = sha256(Path(options["model"]).read_bytes())
+        except OSError as e:
+            raise DataError(f"model file {options['model']} cannot be read: {e.strerror or e}") from None
     text = json.dumps({"options": options, "data": data_fingerprint, "edgecv": __version__}, sort_keys=True,
                       default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
@@ -50,6 +56,11 @@ class RunManifest:
                 return None
         self.reused.append(name)
         return entry
+
+    def drop(self, prefix: str = "") -> None:
+        """Forgets the stages whose name starts with ``prefix`` (all by default): they were built from a parent
+        that has just been made again."""
+        self.entries = {k: v for k, v in self.entries.items() if not k.startswith(prefix)}
 
     def put(self, name: str, files: list[Path], result: dict | None = None) -> None:
         self.entries[name] = {"files": {p.name: sha256(p.read_bytes()) for p in files}, "result": result}

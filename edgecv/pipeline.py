@@ -44,8 +44,9 @@ def compress(config: CompressConfig, on_progress: ProgressFn = ignore) -> Report
     baseline = out / "baseline.keras"
     done = manifest.get("baseline")
     if done:
-        model, details = load_keras(baseline), done["result"]
+        model, details = load_keras(baseline, trust=config.trust_model), done["result"]
     else:
+        manifest.drop()  # everything downstream was built from another baseline
         details = {}
         if config.model is not None:
             model = load_keras(config.model, dataset, trust=config.trust_model)
@@ -171,6 +172,7 @@ def _pruned(model, dataset, config, manifest, out, on_progress):
             return load_keras(out / "pruned.keras"), done["result"]
         from .prune import prune
 
+        manifest.drop("pruned")  # the rows made from an earlier pruned model
         result = prune(model, dataset, config.prune, on_progress)
         path = save_keras(result.model, out / "pruned.keras")
         details = {

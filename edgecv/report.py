@@ -34,6 +34,7 @@ class StageResult:
     runtime: dict | None = None  # name, version
     threads: int | None = None
     input: dict | None = None  # dtype, shape, scale, zero_point
+    sha256: str | None = None  # of the model file measured
     details: dict = field(default_factory=dict)  # stage-specific extras, e.g. per-layer sparsity
 
     @classmethod

@@ -8,6 +8,7 @@ Unreadable files are skipped.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,6 +51,14 @@ def stream_folder(root: str | os.PathLike, split: str, image_size: tuple[int, in
         raise DataError(f"{root / split} does not exist")
     files, labels, classes = list_folder(root, split)
     t = tf()
+    if cache_file is not None:  # a cache of other files, sizes or shapes must never be read back
+        key = hashlib.sha256(repr((tuple(image_size), channels)).encode())
+        for path in files:
+            st = os.stat(path)
+            key.update(f"{path}:{st.st_size}:{st.st_mtime_ns}\n".encode())
+        cache_file = f"{cache_file}-{key.hexdigest()[:16]}"
+        for lock in Path(cache_file).parent.glob(Path(cache_file).name + "*.lockfile"):
+            lock.unlink()  # left by a killed run; nothing else writes this cache
     height, width = image_size
 
     def decode(path, label):  # uint8 until batched: the cache and the shuffle buffer hold a quarter of float32

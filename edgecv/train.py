@@ -13,6 +13,7 @@ import numpy as np
 from ._tf import keras
 from .config import Optimizer, TrainConfig
 from .data import Dataset
+from .errors import DataError
 from .models import build
 from .progress import Progress, ProgressFn, ignore
 
@@ -98,11 +99,9 @@ def train_stream(root, config: TrainConfig = TrainConfig(), image_size: tuple[in
 
     get_strategy(config.strategy)
     set_seed(config.seed)
-    if image_size is None:  # the first image's size, as the in-memory loader would choose for a uniform folder
-        from PIL import Image
-
-        with Image.open(list_folder(Path(root), "train")[0][0]) as first:
-            image_size = (first.height, first.width)
+    first = _first_readable(list_folder(Path(root), "train")[0])
+    image_size = image_size or (first.height, first.width)  # the first image's, as for a uniform folder
+    channels = 1 if first.mode in ("1", "L", "I;16", "I") else channels
     cache = {split: os.path.join(cache_dir, f"{split}.tfcache") if cache_dir else None for split in ("train", "test")}
     train_data = stream_folder(root, "train", image_size, channels, config.batch_size, True, config.seed, cache["train"])
     test_data = stream_folder(root, "test", image_size, channels, config.batch_size, False, cache_file=cache["test"])
@@ -113,9 +112,21 @@ def train_stream(root, config: TrainConfig = TrainConfig(), image_size: tuple[in
     history = model.fit(train_data.dataset, epochs=config.epochs, verbose=0, callbacks=[
         ProgressCallback("train", on_progress, config.epochs, train_data.files, config.batch_size)])
     seconds = time.perf_counter() - start
-    _, accuracy = model.evaluate(test_data.dataset, verbose=0)
+    _, accuracy = model.evaluate(test_data.dataset, verbose=0)  # decode failures were skipped in the stream
     return TrainResult(model, {k: [float(v) for v in vs] for k, vs in history.history.items()}, float(accuracy),
                        seconds)
+
+
+def _first_readable(files: list[str]):
+    from PIL import Image, UnidentifiedImageError
+
+    for path in files:
+        try:
+            with Image.open(path) as image:
+                return image.copy()
+        except (UnidentifiedImageError, OSError):
+            continue
+    raise DataError(f"no readable image among {len(files)} files, e.g. {files[0]}")
 
 
 def evaluate(model, x: np.ndarray, y: np.ndarray, batch_size: int = 256) -> float:

@@ -50,11 +50,11 @@ def emulated(pi_root, tmp_path_factory):
     out = base / "out"
     result = CliRunner().invoke(app, ["device", "emulate", str(kit), "--runs", "3", "--out", str(out)])
     assert result.exit_code == 0, result.stderr
-    return out, result.stdout
+    return out, result.stdout, kit
 
 
 def test_both_runtimes_run_on_arm_and_agree_with_the_host(emulated):
-    out, stdout = emulated
+    out, stdout, _ = emulated
     host = Report.load(out / "host.json")
     for runtime in ("tflite_runtime", "ai_edge_litert"):
         report = Report.load(out / f"emulated-{runtime}.json")  # the host's own reader
@@ -71,17 +71,21 @@ def test_both_runtimes_run_on_arm_and_agree_with_the_host(emulated):
     assert "EMULATED" in stdout and "top-1 ≠" in stdout
 
 
-def test_check_gates_on_the_accuracy_a_device_runtime_measured(emulated):
-    out, _ = emulated
+def test_check_gates_on_the_accuracy_a_device_runtime_measured(emulated, tmp_path):
+    out, _, kit = emulated
     result = out / "emulated-tflite_runtime.json"
-    ok = check_result("tflite_int8.tflite", result, GateConfig(max_drop=50), reference_model="tflite_float32.tflite")
+    int8, parent = kit / "tflite_int8.tflite", kit / "tflite_float32.tflite"
+    ok = check_result(int8, result, GateConfig(max_drop=50), reference_model=parent)
     assert ok.passed and ok.candidate.runtime["name"] == "tflite_runtime"
-    strict = check_result("tflite_int8.tflite", result, GateConfig(max_drop=50, max_size_kb=0.5),
-                          reference_model="tflite_float32.tflite")
+    strict = check_result(int8, result, GateConfig(max_drop=50, max_size_kb=0.5), reference_model=parent)
     assert not strict.passed
-    cli = CliRunner().invoke(app, ["check", "tflite_int8.tflite", "--measured-by", str(result), "--reference",
-                                   "tflite_float32.tflite", "--max-drop", "50"])
+    cli = CliRunner().invoke(app, ["check", str(int8), "--measured-by", str(result), "--reference", str(parent),
+                                   "--max-drop", "50"])
     assert cli.exit_code == 0 and "passed" in cli.stdout
+    other = tmp_path / "tflite_int8.tflite"  # same name, another file: its numbers are not these
+    other.write_bytes(parent.read_bytes())
+    with pytest.raises(DataError, match="measured another"):
+        check_result(other, result, GateConfig(), reference_model=parent)
 
 
 # --- no emulation needed ---------------------------------------------------------------------------
@@ -127,5 +131,8 @@ def test_a_runtime_that_is_not_offered(tmp_path, tiny_tflite, tiny_dataset):
 def test_check_result_names_what_the_file_lacks(tmp_path):
     result = tmp_path / "r.json"
     result.write_text(json.dumps({"stages": [{"stage": "a", "model": "a.tflite", "accuracy": 0.5}]}))
+    (tmp_path / "b.tflite").write_bytes(b"x")
     with pytest.raises(DataError, match="no result for b.tflite"):
-        check_result("b.tflite", result, GateConfig(), reference_model="a.tflite")
+        check_result(tmp_path / "b.tflite", result, GateConfig(), reference_model=tmp_path / "a.tflite")
+    with pytest.raises(DataError, match="does not exist"):
+        check_result(tmp_path / "none.tflite", result, GateConfig(), reference_model=tmp_path / "a.tflite")

@@ -41,6 +41,9 @@ def test_other_options_or_changed_files_are_never_reused(image_folder, tmp_path)
     again = compress(CompressConfig(out=out, data=str(image_folder), **{**FAST, "prune": PruneConfig(sparsity=0.7)}))
     assert "tflite int8" not in again.resumed and "tflite float32" in again.resumed
     assert again.stage("tflite int8").status == "ok" and (out / "tflite_int8.tflite").stat().st_size > 1000
+    (out / "baseline.keras").unlink()  # a parent made again: nothing built from the old one is reused
+    rebuilt = compress(CompressConfig(out=out, data=str(image_folder), **{**FAST, "prune": PruneConfig(sparsity=0.7)}))
+    assert rebuilt.resumed == []
 
 
 def _complete(out: Path) -> None:

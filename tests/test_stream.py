@@ -59,7 +59,12 @@ def test_training_from_a_stream_learns(image_folder, tmp_path):
     result = train_stream(image_folder, TrainConfig(epochs=3, batch_size=16, optimizer=Optimizer.ADAM,
                                                      learning_rate=3e-3), cache_dir=str(tmp_path))
     assert result.test_accuracy > 0.6 and len(result.history["loss"]) == 3
-    assert (tmp_path / "train.tfcache.index").is_file()
+    assert len(list(tmp_path.glob("train.tfcache-*.index"))) == 1
+    # another image size is another cache, never the old one read back with the wrong shape
+    again = train_stream(image_folder, TrainConfig(epochs=1, batch_size=16), image_size=(20, 20),
+                         cache_dir=str(tmp_path))
+    assert again.model.input_shape == (None, 20, 20, 3)
+    assert len(list(tmp_path.glob("train.tfcache-*.index"))) == 2
 
 
 def test_stream_of_a_missing_split(tmp_path):

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import gzip
+import hashlib
 import json
 import os
 import platform
@@ -288,6 +289,7 @@ def benchmark_tflite(path, images, labels, threads=1, warmup=10, runs=200, runti
         "sparsity": sparsity,
         "size_bytes": size,
         "gzip_bytes": gz,
+        "sha256": hashlib.sha256(content).hexdigest(),  # which file these numbers belong to, not just its name
         "runtime": model.runtime.describe(),
         "threads": threads,
         "input": model.describe_input(),
