@@ -16,6 +16,7 @@ from .errors import ConfigError
 
 class Arch(str, Enum):
     SEED_CNN = "seed-cnn"  # Conv32-Pool-Conv64-Pool-Dense128-Dense(n): the classic Keras CIFAR-10 recipe
+    RESNET8 = "resnet8"  # the MLPerf Tiny image-classification reference layout (78,666 parameters)
 
 
 class Strategy(str, Enum):

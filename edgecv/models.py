@@ -12,7 +12,7 @@ from .errors import ConfigError
 
 
 def build(arch: Arch | str, input_shape: tuple[int, ...], num_classes: int):
-    builders = {Arch.SEED_CNN: seed_cnn}
+    builders = {Arch.SEED_CNN: seed_cnn, Arch.RESNET8: resnet8}
     arch = Arch(arch)
     return builders[arch](tuple(input_shape), num_classes)
 
@@ -36,3 +36,32 @@ def seed_cnn(input_shape: tuple[int, ...] = (32, 32, 3), num_classes: int = 10):
         ],
         name="seed_cnn",
     )
+
+
+def resnet8(input_shape: tuple[int, ...] = (32, 32, 3), num_classes: int = 10):
+    """MLPerf Tiny's ResNet-8 (``resnet_v1_eembc``): a 16-filter stem and three residual stacks of 16, 32 and
+    64 filters (the last two halve the resolution, with a 1x1 projection on the shortcut), global average
+    pooling, one dense layer. Same layers and weight shapes as the reference ``.h5``, plus the rescaling."""
+    k = keras()
+    L = k.layers
+    regularizer = k.regularizers.l2(1e-4)
+
+    def conv(filters, size, strides, name):
+        return L.Conv2D(filters, size, strides=strides, padding="same", kernel_initializer="he_normal",
+                        kernel_regularizer=regularizer, name=name)
+
+    inputs = k.Input(shape=input_shape, name="pixels")
+    x = L.Rescaling(1.0 / 255, name="rescale")(inputs)
+    x = L.Activation("relu", name="stem_relu")(L.BatchNormalization(name="stem_bn")(conv(16, 3, 1, "stem")(x)))
+    for stack, filters in enumerate((16, 32, 64), start=1):
+        strides = 1 if stack == 1 else 2
+        y = conv(filters, 3, strides, f"s{stack}_conv1")(x)
+        y = L.Activation("relu", name=f"s{stack}_relu1")(L.BatchNormalization(name=f"s{stack}_bn1")(y))
+        y = L.BatchNormalization(name=f"s{stack}_bn2")(conv(filters, 3, 1, f"s{stack}_conv2")(y))
+        if stack > 1:
+            x = conv(filters, 1, strides, f"s{stack}_shortcut")(x)
+        x = L.Activation("relu", name=f"s{stack}_relu")(L.Add(name=f"s{stack}_add")([x, y]))
+    x = L.AveragePooling2D(pool_size=min(x.shape[1:3]), name="pool")(x)
+    outputs = L.Dense(num_classes, activation="softmax", kernel_initializer="he_normal",
+                      name="classifier")(L.Flatten(name="flatten")(x))
+    return k.Model(inputs, outputs, name="resnet8")

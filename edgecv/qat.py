@@ -62,8 +62,10 @@ def quantize_aware(model, preserve_sparsity: bool = False):
     registry = q.default_8bit.Default8BitQuantizeRegistry()
     passthrough = _passthrough_config()
 
+    folded = ("BatchNormalization", "Add", "Activation", "ReLU")  # TFMOT's transforms fold or quantize these
+
     def annotate(layer):
-        if registry.supports(layer):
+        if registry.supports(layer) or type(layer).__name__ in folded:
             return q.quantize_annotate_layer(layer)
         if layer.weights:
             raise ConfigError(f"layer {layer.name!r} ({type(layer).__name__}) cannot be trained quantization-aware")

@@ -26,3 +26,23 @@ def test_seed_cnn_follows_the_data_shape():
 def test_seed_cnn_refuses_images_too_small_for_two_pools():
     with pytest.raises(ConfigError, match="14x14"):
         build("seed-cnn", (8, 8, 3), 10)
+
+
+def test_resnet8_has_the_mlperf_tiny_layout():
+    model = build("resnet8", (32, 32, 3), 10)
+    assert model.count_params() == 78_666  # the MLPerf Tiny reference's own count
+    kinds = [type(layer).__name__ for layer in model.layers]
+    assert kinds.count("Conv2D") == 9 and kinds.count("Add") == 3 and kinds.count("BatchNormalization") == 7
+
+
+def test_resnet8_weights_have_the_reference_shapes(shared_cifar):
+    from pathlib import Path
+
+    from edgecv.export import load_keras
+
+    reference = Path(shared_cifar).parents[1] / "models" / "mlperf-tiny-resnet8" / "pretrainedResnet.h5"
+    if not reference.is_file():
+        pytest.skip(f"the MLPerf Tiny reference is not at {reference}")
+    ours = sorted(tuple(w.shape) for w in build("resnet8", (32, 32, 3), 10).weights)
+    theirs = sorted(tuple(w.shape) for w in load_keras(reference).weights)
+    assert ours == theirs

@@ -90,3 +90,19 @@ def test_clustering_rows(image_folder, tmp_path):
     clustered = report.stage("clustered int8")
     assert clustered.status == "ok" and max(clustered.details["unique_values"].values()) <= 4
     assert clustered.gzip_bytes < report.stage("tflite int8").gzip_bytes
+
+
+def test_resnet8_through_pruning_and_qat(image_folder, tmp_path):
+    """A residual model with BatchNormalization: pruning wraps its convolutions, QAT folds its BN."""
+    from edgecv.config import Arch, FinetuneConfig
+
+    train = TrainConfig(arch=Arch.RESNET8, epochs=2, batch_size=16, optimizer=Optimizer.ADAM, learning_rate=3e-3)
+    report = compress(CompressConfig(
+        out=tmp_path / "r8", data=str(image_folder), train=train, qat=True,
+        prune=PruneConfig(sparsity=0.5, epochs=2, batch_size=16, optimizer=Optimizer.ADAM, learning_rate=1e-3),
+        finetune=FinetuneConfig(epochs=1, batch_size=16, optimizer=Optimizer.ADAM, learning_rate=3e-4),
+        bench=FAST_BENCH))
+    assert all(s.status == "ok" for s in report.stages), [(s.stage, s.reason) for s in report.stages]
+    assert report.stage("keras float").params == 78_211  # 78,666 less 455: 3 classes instead of 10 (64*7+7)
+    assert report.stage("pruned qat int8").sparsity == pytest.approx(0.5, abs=0.03)
+    assert report.stage("qat int8").input["dtype"] == "int8"
