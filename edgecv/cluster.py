@@ -6,18 +6,17 @@ size, like pruning does, and keeps accuracy better at the same gain for some lay
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, replace
 
 import numpy as np
 
-from ._tf import keras, tfmot
+from ._tf import tfmot
 from .config import FinetuneConfig, Optimizer
 from .data import Dataset
 from .errors import ConfigError
 from .progress import ProgressFn, ignore
 from .prune import PRUNABLE
-from .train import ProgressCallback, compile_model, evaluate, one_hot, set_seed
+from .train import evaluate, fine_tune
 
 
 @dataclass
@@ -41,13 +40,7 @@ def cluster(model, dataset: Dataset, clusters: int, config: FinetuneConfig = Fin
     strips the wrappers."""
     if clusters < 2:
         raise ConfigError(f"cluster count must be >= 2, got {clusters}")
-    from .distribute import fit, get_strategy, scope
-
-    get_strategy(config.strategy)
-    set_seed(config.seed)
     api = tfmot().clustering.keras
-    base = keras().models.clone_model(model)
-    base.set_weights(model.get_weights())
 
     def wrap(layer):
         if type(layer).__name__ in PRUNABLE:
@@ -55,14 +48,7 @@ def cluster(model, dataset: Dataset, clusters: int, config: FinetuneConfig = Fin
                                        cluster_centroids_init=api.CentroidInitialization.KMEANS_PLUS_PLUS)
         return layer
 
-    with scope(config.strategy):
-        wrapped = keras().models.clone_model(base, clone_function=wrap)
-        compile_model(wrapped, config.optimizer, config.learning_rate)
-    start = time.perf_counter()
-    fit(wrapped, dataset.x_train, one_hot(dataset.y_train, dataset.num_classes), batch_size=config.batch_size,
-        epochs=config.epochs, strategy=config.strategy, seed=config.seed,
-        callbacks=[ProgressCallback("cluster", on_progress, config.epochs, len(dataset.x_train), config.batch_size)])
-    seconds = time.perf_counter() - start
+    wrapped, seconds = fine_tune(model, wrap, dataset, config, "cluster", on_progress)
     stripped = api.strip_clustering(wrapped)
     unique = {layer.name: int(len(np.unique(np.asarray(layer.weights[0]))))
               for layer in stripped.layers if type(layer).__name__ in PRUNABLE and layer.weights}

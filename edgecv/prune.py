@@ -7,16 +7,15 @@ fine-tune really has, and the sparsity reported is the one measured in the weigh
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 
 import numpy as np
 
-from ._tf import keras, tfmot
+from ._tf import tfmot
 from .config import PruneConfig
 from .data import Dataset
 from .progress import ProgressFn, ignore
-from .train import ProgressCallback, compile_model, evaluate, one_hot, set_seed
+from .train import evaluate, fine_tune
 
 PRUNABLE = ("Conv2D", "DepthwiseConv2D", "SeparableConv2D", "Dense")
 
@@ -52,12 +51,6 @@ def schedule_steps(total_steps: int) -> tuple[int, int]:
 
 def prune(model, dataset: Dataset, config: PruneConfig = PruneConfig(), on_progress: ProgressFn = ignore) -> PruneResult:
     """Prunes a copy of ``model`` to ``config.sparsity``; the model passed in is left untouched."""
-    from .distribute import fit, get_strategy, scope
-
-    get_strategy(config.strategy)
-    set_seed(config.seed)
-    base = keras().models.clone_model(model)
-    base.set_weights(model.get_weights())
     steps = -(-len(dataset.x_train) // config.batch_size) * config.epochs
     end_step, frequency = schedule_steps(steps)
     sparsity_api = tfmot().sparsity.keras
@@ -70,15 +63,8 @@ def prune(model, dataset: Dataset, config: PruneConfig = PruneConfig(), on_progr
             return sparsity_api.prune_low_magnitude(layer, pruning_schedule=schedule)
         return layer
 
-    with scope(config.strategy):
-        wrapped = keras().models.clone_model(base, clone_function=wrap)
-        compile_model(wrapped, config.optimizer, config.learning_rate)
-    start = time.perf_counter()
-    fit(wrapped, dataset.x_train, one_hot(dataset.y_train, dataset.num_classes), batch_size=config.batch_size,
-        epochs=config.epochs, strategy=config.strategy, seed=config.seed,
-        callbacks=[sparsity_api.UpdatePruningStep(),
-                   ProgressCallback("prune", on_progress, config.epochs, len(dataset.x_train), config.batch_size)])
-    seconds = time.perf_counter() - start
+    wrapped, seconds = fine_tune(model, wrap, dataset, config, "prune", on_progress,
+                                 callbacks=(sparsity_api.UpdatePruningStep(),))
     stripped = sparsity_api.strip_pruning(wrapped)
     layers = kernel_sparsity(stripped)
     total = sum(s.weights for s in layers)

@@ -87,6 +87,28 @@ def train(
     )
 
 
+def fine_tune(model, wrap, dataset: Dataset, config, task: str, on_progress: ProgressFn = ignore,
+              callbacks: tuple = ()):
+    """Fine-tunes a copy of ``model`` whose layers went through ``wrap`` (pruning or clustering wrappers),
+    under ``config.strategy``; returns (the wrapped copy, seconds). The model passed in is left untouched.
+    ``config`` is a PruneConfig or FinetuneConfig: epochs, batch size, optimizer, rate, seed, strategy."""
+    from .distribute import fit, get_strategy, scope
+
+    get_strategy(config.strategy)  # first: a multi-worker strategy must exist before other TensorFlow work
+    set_seed(config.seed)
+    base = keras().models.clone_model(model)  # wrap() may share layers: never with the caller's model
+    base.set_weights(model.get_weights())
+    with scope(config.strategy):
+        wrapped = keras().models.clone_model(base, clone_function=wrap)
+        compile_model(wrapped, config.optimizer, config.learning_rate)
+    start = time.perf_counter()
+    fit(wrapped, dataset.x_train, one_hot(dataset.y_train, dataset.num_classes), batch_size=config.batch_size,
+        epochs=config.epochs, strategy=config.strategy, seed=config.seed,
+        callbacks=[*callbacks, ProgressCallback(task, on_progress, config.epochs, len(dataset.x_train),
+                                                config.batch_size)])
+    return wrapped, time.perf_counter() - start
+
+
 def train_stream(root, config: TrainConfig = TrainConfig(), image_size: tuple[int, int] | None = None,
                  channels: int = 3, on_progress: ProgressFn = ignore, cache_dir: str | None = None) -> TrainResult:
     """Trains on an image folder streamed from disk (for folders larger than memory); ``cache_dir`` keeps the
