@@ -17,6 +17,7 @@ from .errors import ConfigError
 class Arch(str, Enum):
     SEED_CNN = "seed-cnn"  # Conv32-Pool-Conv64-Pool-Dense128-Dense(n): the classic Keras CIFAR-10 recipe
     RESNET8 = "resnet8"  # the MLPerf Tiny image-classification reference layout (78,666 parameters)
+    DSCNN = "dscnn"  # MobileNet-style depthwise-separable network sized for 32x32 inputs
 
 
 class Strategy(str, Enum):
@@ -28,6 +29,19 @@ class Strategy(str, Enum):
 class Optimizer(str, Enum):
     SGD = "sgd"
     ADAM = "adam"
+    NESTEROV = "nesterov"  # SGD with Nesterov momentum 0.9
+
+
+class Schedule(str, Enum):
+    CONSTANT = "constant"  # the classic recipe: one rate throughout
+    COSINE = "cosine"  # linear warm-up, then cosine decay to zero at the last step
+
+
+class Recipe(str, Enum):
+    """Presets of the training options; explicit options override them."""
+
+    CLASSIC = "classic"  # the classic Keras recipe: SGD 0.01, no augmentation, constant rate
+    EDGE = "edge"  # for resnet8 / dscnn: flips and shifts, label smoothing, Adam with warm-up and cosine decay
 
 
 class QuantMode(str, Enum):
@@ -56,6 +70,11 @@ class TrainConfig:
     seed: int = 0
     val_split: float = 0.0  # share of the train split held out; the test split is never trained on
     strategy: Strategy = Strategy.DEFAULT
+    augment: bool = False  # random horizontal flips and shifts of up to ``shift`` pixels, batched in tf.data
+    shift: int = 4
+    label_smoothing: float = 0.0
+    schedule: Schedule = Schedule.CONSTANT
+    warmup_epochs: float = 0.0
 
     def __post_init__(self):
         _positive("epochs", self.epochs)
@@ -63,6 +82,27 @@ class TrainConfig:
         _positive("learning rate", self.learning_rate)
         if not 0.0 <= self.val_split < 1.0:
             raise ConfigError(f"validation split must be in [0, 1), got {self.val_split}")
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise ConfigError(f"label smoothing must be in [0, 1), got {self.label_smoothing}")
+        if self.shift < 0:
+            raise ConfigError(f"shift must be >= 0 pixels, got {self.shift}")
+        if not 0.0 <= self.warmup_epochs < self.epochs:
+            raise ConfigError(f"warm-up must be in [0, epochs), got {self.warmup_epochs} of {self.epochs} epochs")
+
+
+# The edge recipe, chosen by measurement on the CIFAR-10 JPEGs (benchmarks/recipe_cifar10.py)
+EDGE_RECIPE = dict(epochs=30, batch_size=128, optimizer=Optimizer.ADAM, learning_rate=3e-3, augment=True, shift=4,
+                   label_smoothing=0.1, schedule=Schedule.COSINE, warmup_epochs=1.0)
+CLASSIC_RECIPE = dict(epochs=10, batch_size=64, optimizer=Optimizer.SGD, learning_rate=0.01)
+
+
+def recipe_config(recipe: Recipe | str, **overrides) -> TrainConfig:
+    """A TrainConfig from a preset; ``overrides`` that are None keep the preset's value."""
+    preset = EDGE_RECIPE if Recipe(recipe) is Recipe.EDGE else CLASSIC_RECIPE
+    values = {**preset, **{k: v for k, v in overrides.items() if v is not None}}
+    if overrides.get("warmup_epochs") is None and "warmup_epochs" in preset:  # a short run warms up for a tenth
+        values["warmup_epochs"] = min(preset["warmup_epochs"], values["epochs"] / 10)
+    return TrainConfig(**values)
 
 
 @dataclass(frozen=True)
@@ -172,3 +212,45 @@ class CompressConfig:
 def _positive(name: str, value: float) -> None:
     if value <= 0:
         raise ConfigError(f"{name} must be > 0, got {value}")
+
+
+class Objective(str, Enum):
+    LATENCY = "latency"  # p50 of single-image inference
+    SIZE = "size"  # bytes of the .tflite file
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    """A grid of structured-pruning ratio x magnitude sparsity x quantization mode around one parent model."""
+
+    out: Path
+    data: str | None = None
+    model: Path | None = None  # the parent; None = train one with ``train``
+    trust_model: bool = False
+    train: TrainConfig = field(default_factory=TrainConfig)
+    channel_ratios: tuple[float, ...] = (0.0, 0.25, 0.5)
+    sparsities: tuple[float, ...] = (0.0, 0.5)
+    modes: tuple[QuantMode, ...] = (QuantMode.INT8,)
+    max_drop: float = 1.0  # accuracy points below the parent's float accuracy
+    objective: Objective = Objective.LATENCY
+    finetune_epochs: int = 3  # after each channel cut, with the parent's recipe at a third of its rate
+    prune: PruneConfig = field(default_factory=PruneConfig)  # magnitude pruning (its sparsity is ignored)
+    bench: BenchConfig = field(default_factory=BenchConfig)
+    io_type: IOType = IOType.INT8
+    train_limit: int | None = None
+    test_limit: int | None = None
+    calibration_samples: int = 200
+
+    def __post_init__(self):
+        if not self.channel_ratios or not self.sparsities or not self.modes:
+            raise ConfigError("the search grid needs at least one channel ratio, one sparsity and one mode")
+        for ratio in self.channel_ratios:
+            if not 0.0 <= ratio < 1.0:
+                raise ConfigError(f"channel ratios must be in [0, 1), got {ratio}")
+        for sparsity in self.sparsities:
+            if not 0.0 <= sparsity < 1.0:
+                raise ConfigError(f"sparsities must be in [0, 1), got {sparsity}")
+        if self.max_drop < 0:
+            raise ConfigError(f"max-drop must be >= 0, got {self.max_drop}")
+        _positive("fine-tuning epochs", self.finetune_epochs)
+        _positive("calibration samples", self.calibration_samples)

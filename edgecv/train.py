@@ -35,19 +35,12 @@ def set_seed(seed: int) -> None:
     tf().config.experimental.enable_op_determinism()
 
 
-def make_optimizer(name: Optimizer | str, learning_rate: float):
-    name = Optimizer(name)
-    if name is Optimizer.SGD:
-        return keras().optimizers.SGD(learning_rate=learning_rate)
-    return keras().optimizers.Adam(learning_rate=learning_rate)
+def compile_model(model, optimizer: Optimizer | str, learning_rate, label_smoothing: float = 0.0) -> None:
+    """``learning_rate``: a float or a Keras schedule."""
+    from .recipe import loss, make_optimizer
 
-
-def compile_model(model, optimizer: Optimizer | str, learning_rate: float) -> None:
-    model.compile(
-        optimizer=make_optimizer(optimizer, learning_rate),
-        loss="categorical_crossentropy",
-        metrics=["accuracy"],
-    )
+    model.compile(optimizer=make_optimizer(optimizer, learning_rate),
+                  loss=loss(label_smoothing) if label_smoothing else "categorical_crossentropy", metrics=["accuracy"])
 
 
 def one_hot(labels: np.ndarray, num_classes: int) -> np.ndarray:
@@ -57,16 +50,21 @@ def one_hot(labels: np.ndarray, num_classes: int) -> np.ndarray:
 def train(
     dataset: Dataset, config: TrainConfig = TrainConfig(), on_progress: ProgressFn = ignore, model=None
 ) -> TrainResult:
-    """Trains ``config.arch`` (or the given model) on the train split and scores it on the test split."""
+    """Trains ``config.arch`` (or the given model) on the train split and scores it on the test split.
+
+    The classic recipe feeds the arrays to ``model.fit``; augmentation goes through ``recipe.training_data``."""
     from .distribute import fit, get_strategy, scope
+    from .recipe import learning_rate, training_data
 
     get_strategy(config.strategy)  # first: a multi-worker strategy must exist before other TensorFlow work
     set_seed(config.seed)
+    x, y = dataset.x_train, one_hot(dataset.y_train, dataset.num_classes)
+    n_train = len(x) - (max(1, int(len(x) * config.val_split)) if config.val_split > 0 else 0)
     with scope(config.strategy):
         if model is None:
             model = build(config.arch, dataset.input_shape, dataset.num_classes)
-        compile_model(model, config.optimizer, config.learning_rate)
-    x, y = dataset.x_train, one_hot(dataset.y_train, dataset.num_classes)
+        compile_model(model, config.optimizer, learning_rate(config, -(-n_train // config.batch_size)),
+                      config.label_smoothing)
     validation = None
     if config.val_split > 0:
         # a seeded shuffle first: image folders come sorted by class, and Keras' own split takes the tail
@@ -74,10 +72,15 @@ def train(
         n_val = max(1, int(len(x) * config.val_split))
         validation = (x[order[:n_val]], y[order[:n_val]])
         x, y = x[order[n_val:]], y[order[n_val:]]
+    callbacks = [ProgressCallback("train", on_progress, config.epochs, len(x), config.batch_size)]
     start = time.perf_counter()
-    history = fit(model, x, y, batch_size=config.batch_size, epochs=config.epochs, validation=validation,
-                  callbacks=[ProgressCallback("train", on_progress, config.epochs, len(x), config.batch_size)],
-                  strategy=config.strategy, seed=config.seed)
+    if config.augment:
+        data, steps = training_data(x, y, config)
+        history = model.fit(data, steps_per_epoch=steps, epochs=config.epochs, validation_data=validation,
+                            verbose=0, callbacks=callbacks)
+    else:
+        history = fit(model, x, y, batch_size=config.batch_size, epochs=config.epochs, validation=validation,
+                      callbacks=callbacks, strategy=config.strategy, seed=config.seed)
     seconds = time.perf_counter() - start
     return TrainResult(
         model=model,

@@ -1,0 +1,81 @@
+"""The pieces of a training recipe beyond the classic one: batched augmentation, a warm-up + cosine rate
+schedule, label smoothing.
+
+Augmentation runs in tf.data on whole batches (one gather per batch, no per-image Python), so two CPU cores
+keep feeding the model. Random draws are stateless, keyed by (seed, step): a rerun sees the same images.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ._tf import keras, tf
+from .config import Optimizer, Schedule, TrainConfig
+
+
+def augment_batch(images, seed, shift: int):
+    """Random horizontal flip and a shift of up to ``shift`` pixels (reflect-padded) per image.
+
+    ``images`` is (N, H, W, C) of any dtype; ``seed`` a shape-(2,) int tensor. Labels are untouched.
+    """
+    t = tf()
+    n, h, w = t.shape(images)[0], t.shape(images)[1], t.shape(images)[2]
+    seeds = t.random.experimental.stateless_split(t.cast(seed, t.int64), 3)
+    flip = t.random.stateless_uniform([n], seeds[0]) < 0.5
+    images = t.where(flip[:, None, None, None], t.reverse(images, [2]), images)
+    if shift <= 0:
+        return images
+    padded = t.pad(images, [[0, 0], [shift, shift], [shift, shift], [0, 0]], mode="REFLECT")
+    dy = t.random.stateless_uniform([n], seeds[1], 0, 2 * shift + 1, dtype=t.int32)
+    dx = t.random.stateless_uniform([n], seeds[2], 0, 2 * shift + 1, dtype=t.int32)
+    rows = dy[:, None] + t.range(h)[None, :]
+    cols = dx[:, None] + t.range(w)[None, :]
+    images = t.gather(padded, rows, axis=1, batch_dims=1)
+    return t.gather(images, cols, axis=2, batch_dims=1)
+
+
+def training_data(x: np.ndarray, y: np.ndarray, config: TrainConfig):
+    """A repeated, seeded, shuffled and (with ``config.augment``) augmented tf.data pipeline of float32
+    batches; returns (dataset, steps per epoch). Images stay uint8 until they are batched."""
+    t = tf()
+    steps = -(-len(x) // config.batch_size)
+    data = t.data.Dataset.from_tensor_slices((x, y))
+    data = data.shuffle(len(x), seed=config.seed, reshuffle_each_iteration=True).batch(config.batch_size).repeat()
+    seed = config.seed
+
+    def prepare(step, batch):
+        images, labels = batch
+        if config.augment:
+            images = augment_batch(images, t.stack([t.constant(seed, t.int64), step]), config.shift)
+        return t.cast(images, t.float32), labels
+
+    data = data.enumerate().map(prepare, num_parallel_calls=t.data.AUTOTUNE)
+    return data.prefetch(t.data.AUTOTUNE), steps
+
+
+def learning_rate(config: TrainConfig, steps_per_epoch: int):
+    """The rate (or schedule) the optimizer gets: constant, or linear warm-up then cosine decay to zero."""
+    if config.schedule is Schedule.CONSTANT:
+        return config.learning_rate
+    total = max(1, steps_per_epoch * config.epochs)
+    warmup = min(total - 1, int(round(steps_per_epoch * config.warmup_epochs)))
+    return keras().optimizers.schedules.CosineDecay(
+        initial_learning_rate=0.0 if warmup else config.learning_rate, decay_steps=total - warmup, alpha=0.0,
+        warmup_target=config.learning_rate if warmup else None, warmup_steps=warmup,
+    )
+
+
+def make_optimizer(name: Optimizer | str, rate):
+    """``rate``: a float or a schedule."""
+    name = Optimizer(name)
+    if name is Optimizer.SGD:
+        return keras().optimizers.SGD(learning_rate=rate)
+    if name is Optimizer.NESTEROV:
+        return keras().optimizers.SGD(learning_rate=rate, momentum=0.9, nesterov=True)
+    return keras().optimizers.Adam(learning_rate=rate)
+
+
+def loss(label_smoothing: float = 0.0):
+    """Categorical cross-entropy on one-hot labels; smoothing moves ``label_smoothing`` of the target's
+    mass evenly onto all classes, which keeps logits of a small model from growing without bound."""
+    return keras().losses.CategoricalCrossentropy(label_smoothing=label_smoothing)
