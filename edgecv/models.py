@@ -12,7 +12,7 @@ from .errors import ConfigError
 
 
 def build(arch: Arch | str, input_shape: tuple[int, ...], num_classes: int):
-    builders = {Arch.SEED_CNN: seed_cnn, Arch.RESNET8: resnet8}
+    builders = {Arch.SEED_CNN: seed_cnn, Arch.RESNET8: resnet8, Arch.DSCNN: dscnn}
     arch = Arch(arch)
     return builders[arch](tuple(input_shape), num_classes)
 
@@ -65,3 +65,36 @@ def resnet8(input_shape: tuple[int, ...] = (32, 32, 3), num_classes: int = 10):
     outputs = L.Dense(num_classes, activation="softmax", kernel_initializer="he_normal",
                       name="classifier")(L.Flatten(name="flatten")(x))
     return k.Model(inputs, outputs, name="resnet8")
+
+
+DSCNN_BLOCKS = ((64, 1), (128, 2), (128, 1), (256, 2), (256, 1))  # (pointwise filters, depthwise stride)
+
+
+def dscnn(input_shape: tuple[int, ...] = (32, 32, 3), num_classes: int = 10, width: float = 0.5,
+          blocks: tuple[tuple[int, int], ...] = DSCNN_BLOCKS):
+    """MobileNet-v1 style for small images: a full 3x3 stem, then depthwise 3x3 + pointwise 1x1 blocks (each
+    followed by BatchNormalization and ReLU, which fold and run on an Edge TPU), global pooling, one dense
+    layer. Strides stop at 8x8 on 32x32 input: MobileNet's ImageNet strides would leave 1x1 maps.
+    ``width`` scales every layer's channels, like MobileNet's alpha."""
+    k = keras()
+    L = k.layers
+    regularizer = k.regularizers.l2(1e-4)
+
+    def channels(n):
+        return max(8, int(round(n * width / 8)) * 8)  # multiples of 8: what int8 SIMD kernels work in
+
+    def bn_relu(x, name):
+        return L.Activation("relu", name=f"{name}_relu")(L.BatchNormalization(name=f"{name}_bn")(x))
+
+    inputs = k.Input(shape=input_shape, name="pixels")
+    x = L.Rescaling(1.0 / 255, name="rescale")(inputs)
+    x = bn_relu(L.Conv2D(channels(32), 3, padding="same", use_bias=False, kernel_initializer="he_normal",
+                         kernel_regularizer=regularizer, name="stem")(x), "stem")
+    for i, (filters, strides) in enumerate(blocks, start=1):
+        x = bn_relu(L.DepthwiseConv2D(3, strides=strides, padding="same", use_bias=False, name=f"b{i}_dw")(x),
+                    f"b{i}_dw")
+        x = bn_relu(L.Conv2D(channels(filters), 1, use_bias=False, kernel_initializer="he_normal",
+                             kernel_regularizer=regularizer, name=f"b{i}_pw")(x), f"b{i}_pw")
+    x = L.GlobalAveragePooling2D(name="pool")(x)
+    outputs = L.Dense(num_classes, activation="softmax", name="classifier")(x)
+    return k.Model(inputs, outputs, name="dscnn")
