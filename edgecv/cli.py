@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import json
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 from typing import List, Optional
@@ -15,8 +16,8 @@ from typing import List, Optional
 import typer
 
 from . import ui
-from .config import (Arch, BenchConfig, CompressConfig, FinetuneConfig, IOType, Optimizer, PruneConfig, QuantMode,
-                     Strategy, TrainConfig)
+from .config import (Arch, BenchConfig, CompressConfig, FinetuneConfig, IOType, Objective, Optimizer, PruneConfig,
+                     QuantMode, Recipe, SearchConfig, Strategy, recipe_config)
 from .errors import ConfigError, DataError, EdgecvError, GateFailed
 from .export import KERAS_SUFFIXES
 
@@ -32,6 +33,13 @@ TestLimit = typer.Option(None, "--test-limit", min=1, help="Use a seeded subset 
 SeedOpt = typer.Option(0, "--seed", help="Seed for weights, shuffling and subsets.")
 JsonOpt = typer.Option(False, "--json", help="Print the result as JSON on stdout instead of a table.")
 QuietOpt = typer.Option(False, "--quiet", "-q", help="No progress bars.")
+RecipeOpt = typer.Option(Recipe.CLASSIC, help="Training preset: classic (SGD 0.01, 10 epochs, batch 64) or edge "
+                         "(flips and shifts, label smoothing 0.1, Adam 3e-3 with warm-up and cosine decay, 30 epochs, "
+                         "batch 128). --epochs, --batch-size, --optimizer and --lr override it.")
+EpochsOpt = typer.Option(None, "--epochs", min=1, help="Training epochs. Default: the recipe's.")
+BatchOpt = typer.Option(None, "--batch-size", min=1, help="Default: the recipe's.")
+OptimizerOpt = typer.Option(None, "--optimizer", help="Default: the recipe's.")
+LrOpt = typer.Option(None, "--lr", help="Peak learning rate. Default: the recipe's.")
 StrategyOpt = typer.Option(Strategy.DEFAULT, "--strategy", help="tf.distribute strategy: mirrored (local devices), "
                            "multi-worker (machines in TF_CONFIG; each saves its own --out).")
 
@@ -67,10 +75,11 @@ def _load_data(data, train_limit, test_limit, seed, bars):
 def train(
     data: Optional[str] = DataOpt,
     arch: Arch = typer.Option(Arch.SEED_CNN, help="Architecture."),
-    epochs: int = typer.Option(10, min=1),
-    batch_size: int = typer.Option(64, min=1),
-    optimizer: Optimizer = typer.Option(Optimizer.SGD),
-    lr: float = typer.Option(0.01, help="Learning rate."),
+    recipe: Recipe = RecipeOpt,
+    epochs: Optional[int] = EpochsOpt,
+    batch_size: Optional[int] = BatchOpt,
+    optimizer: Optional[Optimizer] = OptimizerOpt,
+    lr: Optional[float] = LrOpt,
     seed: int = SeedOpt,
     val_split: float = typer.Option(0.0, help="Share of the train split held out for validation, in [0, 1)."),
     train_limit: Optional[int] = TrainLimit,
@@ -86,7 +95,8 @@ def train(
     from .export import save_keras
     from .train import train as train_model
 
-    config = TrainConfig(arch, epochs, batch_size, optimizer, lr, seed, val_split, strategy)
+    config = recipe_config(recipe, arch=arch, epochs=epochs, batch_size=batch_size, optimizer=optimizer,
+                           learning_rate=lr, seed=seed, val_split=val_split, strategy=strategy)
     _writable(out, KERAS_SUFFIXES)  # before minutes of training, not after
     if stream:
         from .train import train_stream
@@ -105,7 +115,7 @@ def train(
             dataset = _load_data(data, train_limit, test_limit, seed, bars)
             result = train_model(dataset, config, bars)
     save_keras(result.model, out)
-    ui.show(f"test accuracy {100 * result.test_accuracy:.2f} % after {epochs} epochs "
+    ui.show(f"test accuracy {100 * result.test_accuracy:.2f} % after {config.epochs} epochs "
                  f"({result.seconds:.0f} s); saved {out}")
 
 
@@ -147,6 +157,127 @@ def prune(
     table.add_row("all kernels", "", "", f"{100 * result.sparsity:.1f}")
     ui.show(table)
     ui.show(f"test accuracy {100 * result.test_accuracy:.2f} %")
+
+
+@app.command("prune-channels")
+@cli_errors
+def prune_channels_command(
+    model: Path = typer.Argument(..., help="Keras model to shrink (.keras, .h5)."),
+    data: Optional[str] = DataOpt,
+    ratio: float = typer.Option(0.5, help="Share of each prunable layer's channels to remove, in [0, 1)."),
+    finetune_epochs: int = typer.Option(3, min=0, help="Fine-tuning epochs after the cut (0: none)."),
+    recipe: Recipe = typer.Option(Recipe.EDGE, help="Fine-tuning preset (its rate divided by 3)."),
+    lr: Optional[float] = typer.Option(None, "--lr", help="Fine-tuning peak rate. Default: the recipe's / 3."),
+    seed: int = SeedOpt,
+    train_limit: Optional[int] = TrainLimit,
+    test_limit: Optional[int] = TestLimit,
+    runs: int = typer.Option(200, min=1, help="Timed runs per model for the int8 latency change."),
+    trust_model: bool = typer.Option(False, "--trust-model", help="Load a model that carries code (Lambda)."),
+    out: Path = typer.Option(Path("shrunk.keras"), "--out", "-o"),
+    quiet: bool = QuietOpt,
+):
+    """Remove the weakest channels (L1), rebuild a smaller model, fine-tune it; report MACs, parameters,
+    accuracy and int8 latency before and after."""
+    from rich.table import Table
+
+    from .channels import compare_latency, prune_channels
+    from .export import load_keras, save_keras
+    from .quantize import calibration_images
+
+    base = recipe_config(recipe, seed=seed, epochs=max(1, finetune_epochs))
+    config = replace(base, learning_rate=lr if lr is not None else base.learning_rate / 3) if finetune_epochs else None
+    _writable(out, KERAS_SUFFIXES)
+    with ui.ProgressBars(not quiet) as bars:
+        dataset = _load_data(data, train_limit, test_limit, seed, bars)
+        parent = load_keras(model, dataset, trust=trust_model)
+        from .train import evaluate
+
+        parent_accuracy = evaluate(parent, dataset.x_test, dataset.y_test)
+        result = prune_channels(parent, dataset, ratio, config, bars)
+        before, after = compare_latency(parent, result.model, calibration_images(dataset, 100, seed), runs=runs)
+    save_keras(result.model, out)
+    table = Table("layer", "channels before", "after", title=f"{model.name} -> {out}", title_justify="left")
+    for layer in result.layers:
+        table.add_row(layer.layer, str(layer.before), str(layer.after))
+    ui.show(table)
+    summary = Table("", "before", "after", "change", title_justify="left")
+    summary.add_row("parameters", f"{result.params_before:,}", f"{result.params_after:,}",
+                    f"{result.params_before / result.params_after:.2f}x fewer")
+    summary.add_row("MACs", f"{result.macs_before:,}", f"{result.macs_after:,}",
+                    f"{result.macs_before / result.macs_after:.2f}x fewer")
+    summary.add_row("int8 p50 ms (1 thread)", f"{before:.4f}", f"{after:.4f}", f"{before / after:.2f}x faster")
+    final = result.test_accuracy if result.test_accuracy is not None else result.pruned_accuracy
+    summary.add_row("test accuracy %", f"{100 * parent_accuracy:.2f}", f"{100 * final:.2f}",
+                    f"{100 * (final - parent_accuracy):+.2f} points (straight after the cut: "
+                    f"{100 * result.pruned_accuracy:.2f})")
+    ui.show(summary)
+
+
+@app.command()
+@cli_errors
+def search(
+    data: Optional[str] = DataOpt,
+    model: Optional[Path] = typer.Option(None, "--model", help="The parent Keras model. Default: train one."),
+    trust_model: bool = typer.Option(False, "--trust-model", help="Load a --model that carries code (Lambda)."),
+    arch: Arch = typer.Option(Arch.SEED_CNN, help="Architecture of the parent, when it is trained here."),
+    recipe: Recipe = RecipeOpt,
+    epochs: Optional[int] = EpochsOpt,
+    channels: str = typer.Option("0,0.25,0.5", help="Channel ratios to cut, comma-separated, each in [0, 1)."),
+    sparsity: str = typer.Option("0,0.5", help="Magnitude sparsities, comma-separated, each in [0, 1)."),
+    modes: str = typer.Option("int8", help="Quantization modes, comma-separated: float32, dynamic, float16, "
+                              "int8, int16x8."),
+    max_drop: float = typer.Option(1.0, help="Allowed accuracy points below the parent's float accuracy."),
+    objective: Objective = typer.Option(Objective.LATENCY, help="What the chosen model minimises."),
+    finetune_epochs: int = typer.Option(3, min=1, help="Fine-tuning epochs after each channel cut."),
+    prune_epochs: int = typer.Option(2, min=1, help="Fine-tuning epochs while magnitude-pruning."),
+    seed: int = SeedOpt,
+    train_limit: Optional[int] = TrainLimit,
+    test_limit: Optional[int] = TestLimit,
+    runs: int = typer.Option(200, min=1, help="Timed single-image runs per candidate."),
+    threads: int = typer.Option(1, min=1),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output folder. Default: runs/search-<time>."),
+    as_json: bool = JsonOpt,
+    quiet: bool = QuietOpt,
+):
+    """Try channel ratio x sparsity x quantization mode; return the fastest (or smallest) model within the
+    allowed accuracy drop, with the Pareto front (exit 1 when none is within it)."""
+    from .search import as_report, search as run_search, verdict
+
+    training = recipe_config(recipe, arch=arch, epochs=epochs, seed=seed)
+    config = SearchConfig(
+        out=out or Path("runs") / datetime.now().strftime("search-%Y%m%d-%H%M%S"), data=data, model=model,
+        trust_model=trust_model, train=training, channel_ratios=_floats(channels, "--channels"),
+        sparsities=_floats(sparsity, "--sparsity"), modes=tuple(_modes(modes)), max_drop=max_drop,
+        objective=objective, finetune_epochs=finetune_epochs,
+        prune=PruneConfig(0.5, prune_epochs, training.batch_size, training.learning_rate / 3, seed,
+                          training.optimizer),
+        bench=BenchConfig(runs=runs, threads=threads), train_limit=train_limit, test_limit=test_limit,
+    )
+    with ui.ProgressBars(not quiet) as bars:
+        result = run_search(config, bars)
+    if as_json:
+        ui.out.print_json(json.dumps(result.to_dict(), default=str))
+    else:
+        ui.show_report(as_report(result), title=f"edgecv search -> {config.out}")
+        ui.show(verdict(result))
+        ui.note(f"wrote {config.out}/search.json, search.md, search.png" +
+                (" and best.tflite" if result.chosen else ""))
+    if result.chosen is None:
+        raise typer.Exit(GateFailed.exit_code)
+
+
+def _floats(text: str, option: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise ConfigError(f"{option} takes comma-separated numbers, got {text!r}") from None
+
+
+def _modes(text: str) -> list[QuantMode]:
+    try:
+        return [QuantMode(v.strip()) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise ConfigError(f"--modes takes {', '.join(m.value for m in QuantMode)}, got {text!r}") from None
 
 
 @app.command()
@@ -339,12 +470,14 @@ def compress(
     model: Optional[Path] = typer.Option(None, "--model", help="Start from this Keras model instead of training."),
     trust_model: bool = typer.Option(False, "--trust-model", help="Load a --model that carries code (Lambda)."),
     sparsity: float = typer.Option(0.8, help="Pruning target in [0, 1); 0 skips pruning."),
-    epochs: int = typer.Option(10, min=1, help="Training epochs of the baseline."),
+    epochs: Optional[int] = EpochsOpt,
     prune_epochs: int = typer.Option(2, min=1, help="Fine-tuning epochs while pruning."),
-    batch_size: int = typer.Option(64, min=1),
-    optimizer: Optimizer = typer.Option(Optimizer.SGD),
-    lr: float = typer.Option(0.01, help="Learning rate of training and pruning."),
+    batch_size: Optional[int] = BatchOpt,
+    optimizer: Optional[Optimizer] = OptimizerOpt,
+    lr: Optional[float] = typer.Option(None, "--lr", help="Learning rate of training and pruning. Default: the "
+                                       "recipe's."),
     arch: Arch = typer.Option(Arch.SEED_CNN),
+    recipe: Recipe = RecipeOpt,
     io_type: IOType = typer.Option(IOType.INT8, help="Input/output type of int8 models."),
     seed: int = SeedOpt,
     train_limit: Optional[int] = TrainLimit,
@@ -366,9 +499,12 @@ def compress(
     modes = tuple(m for m, on in ((QuantMode.INT8, int8), (QuantMode.FLOAT16, float16), (QuantMode.DYNAMIC, dynamic),
                                   (QuantMode.INT16X8, int16x8)) if on)
     folder = out or Path("runs") / (name or datetime.now().strftime("compress-%Y%m%d-%H%M%S"))
+    training = recipe_config(recipe, arch=arch, epochs=epochs, batch_size=batch_size, optimizer=optimizer,
+                             learning_rate=lr, seed=seed, strategy=strategy)
+    batch_size, lr, optimizer = training.batch_size, training.learning_rate, training.optimizer
     config = CompressConfig(
         out=folder, data=data, model=model, trust_model=trust_model, modes=modes or (QuantMode.INT8,), io_type=io_type,
-        train=TrainConfig(arch, epochs, batch_size, optimizer, lr, seed, strategy=strategy),
+        train=training,
         prune=PruneConfig(sparsity, prune_epochs, batch_size, lr, seed, optimizer, strategy),
         bench=BenchConfig(runs=runs, threads=threads), train_limit=train_limit, test_limit=test_limit,
         max_drop=max_drop, qat=qat, clusters=clusters, keep_float=tuple(keep_float),

@@ -1,0 +1,269 @@
+"""``search``: the fastest (or smallest) model within an allowed accuracy drop, from a grid of channel ratio x
+magnitude sparsity x quantization mode around one parent.
+
+Each parent is made once and reused: the float model is trained (or loaded) once, each channel ratio is cut
+and fine-tuned once, each sparsity is applied to that once, and only the conversions multiply. Every
+candidate is measured on the same test images and the same runtime; the drop is against the parent's float
+accuracy on those images.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from dataclasses import asdict, dataclass, field, replace
+
+from .benchmark import benchmark_keras, benchmark_tflite, find_runtime, host_environment, now
+from .config import Objective, SearchConfig
+from .data import load
+from .export import load_keras, save_keras, save_tflite
+from .fsutil import prepare_out_dir, write_text
+from .progress import Progress, ProgressFn, ignore
+from .report import Report, StageResult, save_png
+
+
+@dataclass
+class Candidate:
+    name: str
+    channel_ratio: float
+    sparsity: float
+    mode: str
+    result: StageResult
+    drop: float | None = None  # accuracy points below the parent's float accuracy
+    on_front: bool = False
+    macs: int | None = None
+
+    def cost(self, objective: Objective) -> float | None:
+        return self.result.p50() if Objective(objective) is Objective.LATENCY else self.result.size_bytes
+
+
+@dataclass
+class SearchResult:
+    parent: StageResult  # the float parent, as Keras
+    candidates: list[Candidate]
+    objective: str
+    max_drop: float
+    chosen: Candidate | None  # the cheapest within max_drop; None when none is
+    most_accurate: Candidate | None  # what the search can offer when nothing is within max_drop
+    seconds: float
+    environment: dict = field(default_factory=dict)
+
+    @property
+    def miss(self) -> float | None:
+        """Points by which the most accurate candidate misses the constraint (None when one meets it)."""
+        if self.chosen is not None or self.most_accurate is None or self.most_accurate.drop is None:
+            return None
+        return self.most_accurate.drop - self.max_drop
+
+    def to_dict(self) -> dict:
+        return {"schema": "edgecv.search/1", "objective": self.objective, "max_drop": self.max_drop,
+                "parent": asdict(self.parent), "chosen": self.chosen.name if self.chosen else None,
+                "most_accurate": self.most_accurate.name if self.most_accurate else None, "miss_points": self.miss,
+                "seconds": self.seconds, "environment": self.environment,
+                "candidates": [asdict(c) for c in self.candidates]}
+
+
+class Eta:
+    """Time left, from what the finished jobs took: fine-tunes by images seen, benchmarks by count."""
+
+    def __init__(self):
+        self.image_seconds: float | None = None  # seconds per training image
+        self.bench_seconds: float | None = None
+
+    def learn_training(self, seconds: float, images: int) -> None:
+        if images:
+            self.image_seconds = seconds / images
+
+    def learn_bench(self, seconds: float) -> None:
+        self.bench_seconds = seconds if self.bench_seconds is None else 0.5 * (self.bench_seconds + seconds)
+
+    def left(self, training_images: int, benchmarks: int) -> str:
+        if (training_images and self.image_seconds is None) or (benchmarks and self.bench_seconds is None):
+            return "estimating time left"
+        seconds = training_images * (self.image_seconds or 0) + benchmarks * (self.bench_seconds or 0)
+        return f"about {int(seconds // 60)} min {int(seconds % 60):02d} s left"
+
+
+def search(config: SearchConfig, on_progress: ProgressFn = ignore) -> SearchResult:
+    """Measures every candidate of the grid, marks the Pareto front, picks the cheapest within ``max_drop``;
+    writes ``search.json``, ``search.md``, ``search.png`` and the chosen model as ``best.tflite``."""
+    from .channels import prune_channels
+    from .macs import total_macs
+    from .prune import prune
+    from .quantize import calibration_images, convert
+
+    start = time.perf_counter()
+    out = prepare_out_dir(config.out)
+    for stale in ("search.json", "best.tflite"):
+        (out / stale).unlink(missing_ok=True)  # their presence says this run finished
+    runtime = find_runtime()
+    dataset = load(config.data, on_progress).subset(config.train_limit, config.test_limit, config.train.seed)
+    calibration = calibration_images(dataset, config.calibration_samples, config.train.seed)
+    ratios = sorted(set(config.channel_ratios))
+    sparsities = sorted(set(config.sparsities))
+    n_train = len(dataset.x_train)
+    eta = Eta()
+    total = len(ratios) * len(sparsities) * len(config.modes)
+    finished = 0
+
+    def report_progress(name: str) -> None:
+        cuts_left = sum(1 for r in ratios if r > 0 and r not in cut)
+        prunes_left = sum(1 for r in ratios for s in sparsities if s > 0 and (r, s) not in thinned)
+        images = n_train * (cuts_left * config.finetune_epochs + prunes_left * config.prune.epochs)
+        on_progress(Progress("search", finished, total, f"{name}; {eta.left(images, total - finished)}"))
+
+    # the parent
+    cut: dict[float, object] = {}
+    thinned: dict[tuple[float, float], object] = {}
+    if config.model is not None:
+        parent = load_keras(config.model, dataset, trust=config.trust_model)
+    else:
+        from .train import train
+
+        trained = train(dataset, config.train, on_progress)
+        parent = trained.model
+        eta.learn_training(trained.seconds, n_train * config.train.epochs)
+    save_keras(parent, out / "parent.keras")
+    parent_row = benchmark_keras(parent, dataset, config.bench, on_progress, "parent keras float", out / "parent.keras")
+    parent_row.details["macs"] = total_macs(parent)
+    cut[0.0] = parent
+
+    candidates: list[Candidate] = []
+    finetune = replace(config.train, epochs=config.finetune_epochs, learning_rate=config.train.learning_rate / 3,
+                       warmup_epochs=min(config.train.warmup_epochs, config.finetune_epochs / 10))
+    for ratio in ratios:
+        if ratio not in cut:
+            report_progress(f"cutting {ratio:.0%} of the channels")
+            t0 = time.perf_counter()
+            structured = prune_channels(parent, dataset, ratio, finetune, on_progress)
+            eta.learn_training(time.perf_counter() - t0, n_train * config.finetune_epochs)
+            cut[ratio] = structured.model
+        for sparsity in sparsities:
+            key = (ratio, sparsity)
+            if sparsity == 0:
+                thinned[key] = cut[ratio]
+            else:
+                report_progress(f"pruning {sparsity:.0%} of the weights")
+                t0 = time.perf_counter()
+                prune_config = replace(config.prune, sparsity=sparsity, seed=config.train.seed)
+                thinned[key] = prune(cut[ratio], dataset, prune_config, on_progress).model
+                eta.learn_training(time.perf_counter() - t0, n_train * config.prune.epochs)
+            macs = total_macs(thinned[key])
+            for mode in config.modes:
+                name = f"channels-{ratio:.0%} sparsity-{sparsity:.0%} {mode.value}"
+                report_progress(name)
+                t0 = time.perf_counter()
+                path = out / f"{name.replace(' ', '_').replace('%', '')}.tflite"
+                try:
+                    save_tflite(convert(thinned[key], mode, calibration, config.io_type), path)
+                    row = benchmark_tflite(path, dataset, config.bench, on_progress, name=name, runtime=runtime)
+                except Exception as e:  # noqa: BLE001 -- a candidate that fails keeps its row
+                    from .errors import first_line
+
+                    row = StageResult(name, status="failed", reason=first_line(e), format="tflite")
+                eta.learn_bench(time.perf_counter() - t0)
+                drop = None if row.accuracy is None else 100 * (parent_row.accuracy - row.accuracy)
+                candidates.append(Candidate(name, ratio, sparsity, mode.value, row, drop, macs=macs))
+                finished += 1
+    report_progress("done")
+
+    result = choose(candidates, parent_row, config.objective, config.max_drop)
+    result.seconds = time.perf_counter() - start
+    result.environment = host_environment(runtime, config.bench.threads)
+    if result.chosen is not None:
+        shutil.copyfile(out / result.chosen.result.model, out / ".best.tflite.part")
+        (out / ".best.tflite.part").replace(out / "best.tflite")
+    write_text(out / "search.md", to_markdown(result))
+    plot_search(result, out / "search.png")
+    import json
+
+    write_text(out / "search.json", json.dumps(result.to_dict(), indent=2, default=str) + "\n")  # last
+    return result
+
+
+def choose(candidates: list[Candidate], parent: StageResult, objective: Objective, max_drop: float) -> SearchResult:
+    """Marks the Pareto front (cost down, accuracy up) and picks the cheapest candidate within ``max_drop``."""
+    objective = Objective(objective)
+    measured = [c for c in candidates if c.result.status == "ok" and c.cost(objective) is not None]
+    for c in measured:
+        c.on_front = not any(
+            o.cost(objective) <= c.cost(objective) and o.result.accuracy >= c.result.accuracy
+            and (o.cost(objective) < c.cost(objective) or o.result.accuracy > c.result.accuracy) for o in measured)
+    allowed = [c for c in measured if c.drop <= max_drop + 1e-9]
+    chosen = min(allowed, key=lambda c: (c.cost(objective), -c.result.accuracy), default=None)
+    most_accurate = max(measured, key=lambda c: (c.result.accuracy, -c.cost(objective)), default=None)
+    return SearchResult(parent, candidates, objective.value, max_drop, chosen, most_accurate, 0.0)
+
+
+def to_markdown(result: SearchResult) -> str:
+    cost = "p50 ms" if result.objective == "latency" else "KB"
+    lines = [f"# edgecv search: fastest within {result.max_drop:g} points" if result.objective == "latency" else
+             f"# edgecv search: smallest within {result.max_drop:g} points", "",
+             f"Parent (Keras float): {100 * result.parent.accuracy:.2f} % on {result.parent.images} test images.", "",
+             f"| candidate | acc % | drop pts | {cost} | MMACs | KB | front | chosen |", "|---|---|---|---|---|---|---|---|"]
+    for c in result.candidates:
+        r = c.result
+        if r.status != "ok":
+            lines.append(f"| {c.name} | failed: {r.reason} | | | | | | |")
+            continue
+        value = f"{r.p50():.4f}" if result.objective == "latency" else f"{r.size_bytes / 1024:,.1f}"
+        lines.append(f"| {c.name} | {100 * r.accuracy:.2f} | {c.drop:+.2f} | {value} | "
+                     f"{(c.macs or 0) / 1e6:.2f} | {r.size_bytes / 1024:,.1f} | {'yes' if c.on_front else ''} | "
+                     f"{'**yes**' if c is result.chosen else ''} |")
+    lines.append("")
+    lines.append(verdict(result))
+    return "\n".join(lines) + "\n"
+
+
+def verdict(result: SearchResult) -> str:
+    if result.chosen is not None:
+        c = result.chosen
+        return (f"chosen: {c.name}, {100 * c.result.accuracy:.2f} % ({c.drop:+.2f} points), "
+                f"{c.result.p50():.4f} ms p50, {c.result.size_bytes / 1024:,.1f} KB")
+    if result.most_accurate is None:
+        return "no candidate could be measured"
+    c = result.most_accurate
+    return (f"no candidate is within {result.max_drop:g} points of the parent's {100 * result.parent.accuracy:.2f} %: "
+            f"the most accurate, {c.name}, drops {c.drop:.2f} points and misses by {result.miss:.2f}")
+
+
+def plot_search(result: SearchResult, path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    measured = [c for c in result.candidates if c.result.status == "ok"]
+    if not measured:
+        return
+    latency = result.objective == "latency"
+
+    def x(c):
+        return c.result.p50() if latency else c.result.size_bytes / 1024
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    ax.scatter([x(c) for c in measured], [100 * c.result.accuracy for c in measured], color="0.6", label="candidates")
+    front = sorted((c for c in measured if c.on_front), key=x)
+    ax.plot([x(c) for c in front], [100 * c.result.accuracy for c in front], "o-", color="tab:blue",
+            label="Pareto front")
+    for c in measured:
+        ax.annotate(c.name.replace("channels-", "ch").replace("sparsity-", "sp"), (x(c), 100 * c.result.accuracy),
+                    fontsize=7, xytext=(3, 3), textcoords="offset points")
+    floor = 100 * result.parent.accuracy - result.max_drop
+    ax.axhline(floor, color="tab:red", linestyle="--", label=f"allowed: parent - {result.max_drop:g} pts")
+    if result.chosen is not None:
+        ax.scatter([x(result.chosen)], [100 * result.chosen.result.accuracy], marker="*", s=250, color="tab:orange",
+                   zorder=3, label="chosen")
+    ax.set_xlabel("p50 latency, ms (1 image)" if latency else "model size, KB")
+    ax.set_ylabel("top-1 accuracy, %")
+    ax.set_title("edgecv search")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    save_png(fig, path)
+    plt.close(fig)
+
+
+def as_report(result: SearchResult) -> Report:
+    """The candidates as a compress-style report, for the CLI's table."""
+    return Report(stages=[result.parent] + [c.result for c in result.candidates], environment=result.environment,
+                  created=now(), seconds=result.seconds)

@@ -1,0 +1,62 @@
+"""The CLI of the edge pieces: train with a recipe, prune-channels, search."""
+
+import json
+
+from typer.testing import CliRunner
+
+from edgecv.cli import app
+
+runner = CliRunner()
+
+
+def run(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def test_train_edge_recipe_then_prune_channels(tmp_path, image_folder):
+    model, smaller = tmp_path / "m.keras", tmp_path / "s.keras"
+    r = run("train", "--data", image_folder, "--arch", "dscnn", "--recipe", "edge", "--epochs", "2", "--batch-size",
+            "16", "--out", model, "-q")
+    assert r.exit_code == 0, r.output + r.stderr
+    assert "after 2 epochs" in r.stdout
+    r = run("prune-channels", model, "--data", image_folder, "--ratio", "0.5", "--finetune-epochs", "1", "--runs",
+            "20", "--out", smaller, "-q")
+    assert r.exit_code == 0, r.output + r.stderr
+    assert smaller.is_file()
+    for row in ("parameters", "MACs", "int8 p50 ms", "test accuracy"):
+        assert row in r.stdout
+    assert "b5_pw" in r.stdout
+
+
+def test_search_writes_the_choice(tmp_path, image_folder):
+    out = tmp_path / "search"
+    r = run("search", "--data", image_folder, "--epochs", "1", "--channels", "0,0.5", "--sparsity", "0",
+            "--finetune-epochs", "1", "--max-drop", "100", "--runs", "10", "--out", out, "--json", "-q")
+    assert r.exit_code == 0, r.output + r.stderr
+    printed = json.loads(r.stdout)
+    assert printed["chosen"] and len(printed["candidates"]) == 2
+    assert (out / "best.tflite").is_file() and (out / "search.md").is_file()
+
+
+def test_search_bad_grid_is_one_line(tmp_path):
+    for args, fragment in ((["--channels", "0,1.5"], "channel ratios must be in [0, 1)"),
+                           (["--channels", "a"], "--channels takes comma-separated numbers"),
+                           (["--modes", "int4"], "--modes takes")):
+        r = run("search", "--out", tmp_path / "s", *args)
+        assert r.exit_code == 2, r.output
+        lines = [line for line in r.stderr.splitlines() if line.strip()]
+        assert len(lines) == 1 and fragment in lines[0], r.stderr
+
+
+def test_prune_channels_names_an_unprunable_layer(tmp_path, image_folder):
+    from edgecv._tf import keras
+
+    L = keras().layers
+    inputs = keras().Input((16, 16, 3))
+    a, b = L.Conv2D(4, 3, name="a")(inputs), L.Conv2D(4, 3, name="b")(inputs)
+    model = keras().Model(inputs, L.Dense(3, activation="softmax")(L.Flatten()(L.Concatenate(name="cat")([a, b]))))
+    path = tmp_path / "concat.keras"
+    model.save(path)
+    r = run("prune-channels", path, "--data", image_folder, "--out", tmp_path / "o.keras", "-q")
+    assert r.exit_code == 2, r.output
+    assert "layer 'cat' (Concatenate) cannot be pruned by channel" in r.stderr
