@@ -1,4 +1,5 @@
-"""Host benchmark: accuracy, batch-1 latency, parameters, sparsity and size of TFLite and Keras models.
+"""Host benchmark: accuracy, batch-1 latency, parameters, sparsity, size, MACs and peak activation memory of
+TFLite and Keras models.
 
 TFLite models go through :mod:`edgecv.runtime`, the same core the device script runs; Keras models are
 timed as a ``tf.function`` on single images so the two can share one table.
@@ -71,8 +72,12 @@ def benchmark_keras(
     model, dataset: Dataset, config: BenchConfig = BenchConfig(), on_progress: ProgressFn = ignore,
     name: str = "keras", path: str | Path | None = None,
 ) -> StageResult:
-    """Keras float: accuracy in batches, latency of single images through a compiled ``tf.function``."""
+    """Keras float: accuracy in batches, latency of single images through a compiled ``tf.function``.
+
+    MACs are counted layer by layer (:mod:`edgecv.macs`); the peak memory is left to the TFLite rows, where a
+    runtime plans it."""
     from ._tf import tf
+    from .macs import total_macs
     from .prune import count_params, model_sparsity
     from .train import evaluate
 
@@ -96,13 +101,17 @@ def benchmark_keras(
     latency = rt.summarize(times)
     latency.update(first_ms=first * 1000, warmup=config.warmup)
     on_progress(Progress(task, 2, 2, "done"))
+    try:
+        macs = total_macs(model)
+    except ValueError:  # a model of any image size: its MACs depend on the image
+        macs = None
     size = gzip = None
     if path is not None:
         size, gzip = rt.file_sizes(Path(path).read_bytes())
     return StageResult(
         stage=name, model=Path(path).name if path else None, format="keras", accuracy=accuracy, images=len(y),
         latency=latency, params=count_params(model), sparsity=model_sparsity(model), size_bytes=size,
-        gzip_bytes=gzip, runtime={"name": "tensorflow", "version": tf().__version__}, threads=None,
+        gzip_bytes=gzip, macs=macs, runtime={"name": "tensorflow", "version": tf().__version__}, threads=None,
         details={"threads_note": "TensorFlow's own intra-op thread pool"},
     )
 

@@ -35,11 +35,16 @@ class StageResult:
     threads: int | None = None
     input: dict | None = None  # dtype, shape, scale, zero_point
     sha256: str | None = None  # of the model file measured
+    macs: int | None = None  # multiply-accumulates of the weight layers, per image
+    peak_memory_bytes: int | None = None  # estimated peak of live activations (TFLite's tensor arena)
     details: dict = field(default_factory=dict)  # stage-specific extras, e.g. per-layer sparsity
 
     @classmethod
     def from_dict(cls, d: dict) -> StageResult:
+        """Reads any writer's record: unknown keys are dropped, missing ones keep their defaults."""
         known = {f.name for f in fields(cls)}
+        if "peak_memory_bytes" not in d and "peak_activation_bytes" in d:  # the runtime's own name for it
+            d = {**d, "peak_memory_bytes": d["peak_activation_bytes"]}
         return cls(**{k: v for k, v in d.items() if k in known})
 
     def p50(self) -> float | None:
@@ -59,15 +64,21 @@ def _kb(v):
     return "" if v is None else f"{v / 1024:,.1f}"
 
 
+def _mmacs(v):
+    return "" if v is None else f"{v / 1e6:,.2f}"
+
+
 COLUMNS = [
     ("stage", lambda s: s.stage),
     ("acc %", lambda s: _pct(s.accuracy)),
     ("p50 ms", lambda s: _ms(s.p50())),
     ("p90 ms", lambda s: _ms((s.latency or {}).get("p90_ms"))),
+    ("MMACs", lambda s: _mmacs(s.macs)),
     ("params", lambda s: "" if s.params is None else f"{s.params:,}"),
     ("sparse %", lambda s: "" if s.sparsity is None else f"{100 * s.sparsity:.1f}"),
     ("KB", lambda s: _kb(s.size_bytes)),
     ("gzip KB", lambda s: _kb(s.gzip_bytes)),
+    ("peak KB", lambda s: _kb(s.peak_memory_bytes)),
     ("status", lambda s: s.status),
 ]
 
@@ -132,6 +143,8 @@ class Report:
             f"{runtime.get('name')} {runtime.get('version')}",
             f"- python {env.get('python')}, numpy {env.get('numpy')}, tensorflow {env.get('tensorflow')}, "
             f"edgecv {self.edgecv}",
+            "- MMACs: millions of multiply-accumulates per image (convolution and dense layers); peak KB: the "
+            "largest set of activations live at once, estimated from the TFLite graph",
         ]
         if self.seconds is not None:
             meta.append(f"- wall time: {self.seconds / 60:.1f} min")

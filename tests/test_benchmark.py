@@ -3,6 +3,7 @@ import pytest
 from edgecv.benchmark import benchmark_file, benchmark_files
 from edgecv.config import BenchConfig
 from edgecv.errors import DataError
+from edgecv.report import COLUMNS
 from edgecv.export import save_keras
 
 FAST = BenchConfig(warmup=2, runs=20)
@@ -17,6 +18,11 @@ def test_keras_and_tflite_rows_agree_on_accuracy(tiny_trained, tiny_tflite, tiny
     assert abs(int8_row.accuracy - float_row.accuracy) <= 0.05
     assert keras_row.params == float_row.params == int8_row.params
     assert int8_row.size_bytes < float_row.size_bytes / 3
+    assert keras_row.macs == float_row.macs == int8_row.macs == 14 * 14 * 32 * 27 + 5 * 5 * 64 * 288 + 256 * 128 + 384
+    assert keras_row.peak_memory_bytes is None  # planned by a TFLite runtime only
+    assert int8_row.peak_memory_bytes * 4 == float_row.peak_memory_bytes
+    mmacs = [h for h, _ in COLUMNS].index("MMACs")
+    assert [row[mmacs] for row in report.rows()] == ["0.66"] * 3
     assert report.environment["runtime"]["name"] == "ai_edge_litert" and report.data["test_images"] == 60
 
 

@@ -12,7 +12,8 @@ def _report():
             StageResult("keras float", accuracy=0.58, latency={"p50_ms": 0.7, "p90_ms": 0.8}, params=315722,
                         sparsity=0.0, size_bytes=1_287_903, gzip_bytes=1_170_000, format="keras"),
             StageResult("tflite int8", accuracy=0.579, latency={"p50_ms": 0.045, "p90_ms": 0.05}, params=315722,
-                        sparsity=0.006, size_bytes=326_064, gzip_bytes=312_000, format="tflite"),
+                        sparsity=0.006, size_bytes=326_064, gzip_bytes=312_000, format="tflite", macs=4_188_800,
+                        peak_memory_bytes=36_000),
             StageResult("pruned int8", status="failed", reason="conversion failed: boom"),
         ],
         environment={"cpu": "x", "cores": 2, "threads": 1, "runtime": {"name": "ai_edge_litert", "version": "2.3.0"}},
@@ -41,6 +42,22 @@ def test_failed_rows_stay_in_table_and_markdown():
 def test_unknown_keys_from_other_writers_are_ignored():
     stage = StageResult.from_dict({"stage": "x", "accuracy": 0.5, "future_field": 1})
     assert stage.accuracy == 0.5
+
+
+def test_macs_and_peak_memory_columns():
+    headers = [h for h, _ in COLUMNS]
+    assert headers.index("MMACs") < headers.index("params") and "peak KB" in headers
+    row = dict(zip(headers, _report().rows()[1]))
+    assert row["MMACs"] == "4.19" and row["peak KB"] == "35.2"
+    assert dict(zip(headers, _report().rows()[2]))["MMACs"] == ""  # a failed stage leaves the cells empty
+    assert "| 4.19 |" in _report().to_markdown()
+
+
+def test_reports_from_before_macs_and_the_device_record_both_read():
+    old = StageResult.from_dict({"stage": "x", "accuracy": 0.5, "params": 10})
+    assert old.macs is None and old.peak_memory_bytes is None
+    device = StageResult.from_dict({"stage": "x", "macs": 12_501_632, "peak_activation_bytes": 49_152})
+    assert device.macs == 12_501_632 and device.peak_memory_bytes == 49_152
 
 
 @pytest.mark.parametrize("content", ["{not json", "[]", '{"stages": 3}'])

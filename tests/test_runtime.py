@@ -100,6 +100,23 @@ def test_benchmark_record_is_complete(tiny_tflite, tiny_dataset):
     assert record["runtime"]["name"] == "ai_edge_litert" and record["runtime"]["version"]
 
 
+def test_records_carry_macs_and_peak_memory(tiny_tflite, tiny_dataset):
+    records = {mode: rt.benchmark_tflite(tiny_tflite[mode], tiny_dataset.x_test, tiny_dataset.y_test, warmup=1, runs=5)
+               for mode in ("float32", "int8")}
+    macs = 14 * 14 * 32 * 27 + 5 * 5 * 64 * 288 + 256 * 128 + 128 * 3  # seed-cnn on 16x16 images, 3 classes
+    for record in records.values():
+        assert record["macs"] == macs
+        assert record["details"]["macs_by_op"] == {"CONV_2D": macs - 256 * 128 - 128 * 3,
+                                                   "FULLY_CONNECTED": 256 * 128 + 128 * 3}
+    # int8 activations are one byte, float32 four
+    assert records["int8"]["peak_activation_bytes"] * 4 == records["float32"]["peak_activation_bytes"] > 0
+
+
+def test_device_script_is_a_copy_of_this_module():
+    assert (RUNTIME_FILE.parents[1] / "tools" / "edgecv_bench.py").read_bytes() == RUNTIME_FILE.read_bytes(), (
+        "cp edgecv/runtime.py tools/edgecv_bench.py")
+
+
 def test_environment_records_what_it_reads():
     env = rt.environment(rt.find_runtime(), 1)
     assert env["python"] and env["numpy"] == np.__version__ and env["threads"] == 1

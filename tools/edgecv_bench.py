@@ -251,6 +251,121 @@ def weight_stats(interpreter):
     return params, (zeros / weights if weights else 0.0)
 
 
+MAC_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "TRANSPOSE_CONV", "CONV_3D")
+
+
+def _prod(dims):
+    n = 1
+    for d in dims:
+        n *= int(d)
+    return n
+
+
+def _op_macs(name, inputs, outputs, shape):
+    """Multiply-accumulates of one op from its tensor shapes; 0 for an op without weights."""
+    if name not in MAC_OPS or not outputs or len(inputs) < 2:
+        return 0
+    if name == "TRANSPOSE_CONV":  # inputs: output shape, weights (Cout, kh, kw, Cin), activations
+        # every input pixel meets the whole kernel, as in the scatter form of the op
+        return _prod(shape(inputs[2])[:-1]) * _prod(shape(inputs[1]))
+    out, weights = _prod(shape(outputs[0])), shape(inputs[1])
+    if name == "CONV_2D":  # weights (Cout, kh, kw, Cin per group)
+        return out * _prod(weights[1:])
+    if name == "DEPTHWISE_CONV_2D":  # weights (1, kh, kw, C * multiplier): one product per tap
+        return out * _prod(weights[1:3])
+    if name == "FULLY_CONNECTED":  # weights (units, in features); the output counts the batch rows
+        return out * int(weights[-1])
+    return out * _prod(weights[:-1])  # CONV_3D: weights (kd, kh, kw, Cin, Cout)
+
+
+def graph_stats(interpreter):
+    """MACs per op and in total, and the peak activation memory, read from the graph the interpreter holds.
+
+    MACs count the weight ops only (convolutions, depthwise and transposed convolutions, fully-connected),
+    the usual meaning of "MACs" (MLPerf Tiny's ResNet-8 has 12.5 M): pooling, MEAN, ADD, MUL and activations
+    count 0. ``macs`` is None when the graph holds an op whose work cannot be seen, a custom op (an Edge
+    TPU's compiled graph) above all; ``custom_ops`` names them.
+
+    The peak is a liveness estimate of the tensor arena: a tensor produced by an op (graph inputs from the
+    start) is live until its last consumer (graph outputs to the end); the peak is the largest sum of live
+    bytes at any op. Constants are left out, and so are the outputs of ops that read constants only (the
+    unpacked float16 or sparse weights): they are weights, whatever holds them. Op scratch buffers (im2col)
+    and in-place sharing are not modelled.
+
+    Returns ``{"macs", "peak_activation_bytes", "ops": [{"op", "macs"}], "custom_ops"}``, or None when the
+    runtime hides its op list or only shows delegate nodes in place of the ops.
+    """
+    try:
+        ops = interpreter._get_ops_details()
+        details = dict((int(d["index"]), d) for d in interpreter.get_tensor_details())
+        graph_inputs = [int(d["index"]) for d in interpreter.get_input_details()]
+        graph_outputs = [int(d["index"]) for d in interpreter.get_output_details()]
+    except Exception:
+        return None
+    # a delegate node (appended after the nodes it took over, which stay listed) repeats their outputs
+    kept, seen = [], set()
+    for op in ops:
+        outputs = [int(i) for i in op["outputs"]]
+        if op["op_name"] == "DELEGATE" or (outputs and all(i in seen for i in outputs)):
+            continue
+        seen.update(outputs)
+        kept.append(op)
+    ops = kept
+    produced_at, last_use, live = {}, {}, set(graph_inputs)
+    for step, op in enumerate(ops):
+        inputs = [int(i) for i in op["inputs"] if i >= 0]
+        for index in inputs:
+            last_use[index] = step
+        for index in op["outputs"]:
+            produced_at.setdefault(int(index), step)
+        # an op of constants alone (DEQUANTIZE of float16 weights, DENSIFY of sparse ones) makes a constant
+        if any(i in live for i in inputs):
+            live.update(int(i) for i in op["outputs"])
+    if any(i not in produced_at and i not in graph_inputs for i in graph_outputs):
+        return None  # the ops behind the outputs are hidden
+
+    def shape(index):
+        return [int(d) for d in details[int(index)]["shape"]]
+
+    per_op, custom = [], []
+    for op in ops:
+        name = str(op["op_name"])
+        inputs = [int(i) for i in op["inputs"]]
+        outputs = [int(i) for i in op["outputs"]]
+        try:
+            macs = int(_op_macs(name, inputs, outputs, shape))
+        except (KeyError, IndexError):  # a weight op of unexpected arity or shape: its work is unknown
+            macs, name = 0, name + " (not counted)"
+        if not name.isupper() or name == "CUSTOM":  # builtins are UPPER_CASE, custom ops go by their own name
+            custom.append(name)
+        per_op.append({"op": name, "macs": macs})
+    end = max(len(ops) - 1, 0)
+    delta = [0] * (end + 2)  # +bytes where a tensor's life starts, -bytes after it ends
+    for index in live:
+        if index not in details:
+            continue
+        start = produced_at.get(index, 0)
+        stop = end if index in graph_outputs else max(last_use.get(index, start), start)
+        size = _prod(shape(index)) * np.dtype(details[index]["dtype"]).itemsize
+        delta[start] += size
+        delta[stop + 1] -= size
+    peak = now = 0
+    for change in delta:
+        now += change
+        peak = max(peak, now)
+    return {"macs": None if custom else sum(o["macs"] for o in per_op), "peak_activation_bytes": int(peak),
+            "ops": per_op, "custom_ops": custom}
+
+
+def macs_by_op(stats):
+    """Total MACs per op type, the op types that have any."""
+    totals = {}
+    for op in stats["ops"]:
+        if op["macs"]:
+            totals[op["op"]] = totals.get(op["op"], 0) + op["macs"]
+    return totals
+
+
 def file_sizes(data):
     """(bytes, gzip bytes): pruning's zeros only pay off once the file is compressed."""
     return len(data), len(gzip.compress(data, 9))
@@ -258,7 +373,8 @@ def file_sizes(data):
 
 def benchmark_tflite(path, images, labels, threads=1, warmup=10, runs=200, runtime=None, delegates=None,
                      name=None, on_step=None, model=None, prepared=None, keep_predictions=False):
-    """Benchmarks one ``.tflite`` file: accuracy over all ``images``, batch-1 latency, size and weights.
+    """Benchmarks one ``.tflite`` file: accuracy over all ``images``, batch-1 latency, size, weights, MACs
+    and peak activation memory (see ``graph_stats``).
 
     ``images`` are raw pixels; each model gets them in its own input layout. Returns a JSON-ready record.
     ``on_step(phase, done, total)`` reports progress through the latency and accuracy loops. ``model`` is a
@@ -276,6 +392,12 @@ def benchmark_tflite(path, images, labels, threads=1, warmup=10, runs=200, runti
     latency = measure_latency(model, prepared, warmup, runs, step("latency"))
     accuracy, predictions = measure_accuracy(model, prepared, labels, step("accuracy"))
     params, sparsity = weight_stats(model.interpreter)
+    stats = graph_stats(model.interpreter)
+    if stats is None and hasattr(model.interpreter, "_get_ops_details"):
+        try:  # a runtime that lists only the delegate's node: the plain interpreter shows every op
+            stats = graph_stats(TFLiteModel(content=content, runtime=model.runtime, plain=True).interpreter)
+        except (ValueError, RuntimeError):  # e.g. an Edge TPU graph cannot be opened without its delegate
+            stats = None
     size, gz = file_sizes(content)
     record = {
         "stage": name or os.path.splitext(os.path.basename(str(path)))[0],
@@ -293,9 +415,14 @@ def benchmark_tflite(path, images, labels, threads=1, warmup=10, runs=200, runti
         "runtime": model.runtime.describe(),
         "threads": threads,
         "input": model.describe_input(),
+        "macs": stats["macs"] if stats else None,
+        "peak_activation_bytes": stats["peak_activation_bytes"] if stats else None,
+        "details": {},
     }
+    if stats and stats["macs"]:
+        record["details"]["macs_by_op"] = macs_by_op(stats)
     if keep_predictions:
-        record["details"] = {"predictions": [int(p) for p in predictions]}
+        record["details"]["predictions"] = [int(p) for p in predictions]
     return record
 
 
