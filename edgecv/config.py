@@ -75,6 +75,7 @@ class TrainConfig:
     label_smoothing: float = 0.0
     schedule: Schedule = Schedule.CONSTANT
     warmup_epochs: float = 0.0
+    budget_minutes: float | None = None  # wall clock for training: epochs and schedule are fitted to it
 
     def __post_init__(self):
         _positive("epochs", self.epochs)
@@ -86,6 +87,8 @@ class TrainConfig:
             raise ConfigError(f"label smoothing must be in [0, 1), got {self.label_smoothing}")
         if self.shift < 0:
             raise ConfigError(f"shift must be >= 0 pixels, got {self.shift}")
+        if self.budget_minutes is not None and not self.budget_minutes > 0:
+            raise ConfigError(f"budget must be a positive number of minutes, got {self.budget_minutes}")
         if not 0.0 <= self.warmup_epochs < self.epochs:
             raise ConfigError(f"warm-up must be in [0, epochs), got {self.warmup_epochs} of {self.epochs} epochs")
 

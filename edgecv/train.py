@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._tf import keras
+from ._tf import keras, tf
 from .config import Optimizer, TrainConfig
 from .data import Dataset
 from .errors import DataError
@@ -24,6 +24,7 @@ class TrainResult:
     history: dict[str, list[float]]
     test_accuracy: float
     seconds: float
+    plan: object = None  # budget.BudgetPlan of a budgeted run
 
 
 def set_seed(seed: int) -> None:
@@ -48,13 +49,20 @@ def one_hot(labels: np.ndarray, num_classes: int) -> np.ndarray:
 
 
 def train(
-    dataset: Dataset, config: TrainConfig = TrainConfig(), on_progress: ProgressFn = ignore, model=None
+    dataset: Dataset, config: TrainConfig = TrainConfig(), on_progress: ProgressFn = ignore, model=None,
+    started: float | None = None, track_test: int | None = None,
 ) -> TrainResult:
     """Trains ``config.arch`` (or the given model) on the train split and scores it on the test split.
 
-    The classic recipe feeds the arrays to ``model.fit``; augmentation goes through ``recipe.training_data``."""
+    The classic recipe feeds the arrays to ``model.fit``; augmentation goes through ``recipe.training_data``.
+    With ``config.budget_minutes`` the epochs and the schedule are fitted to that wall clock, counted from
+    ``started`` (a ``time.perf_counter()`` taken before the data was loaded; default: now). ``track_test``:
+    score this many test images after every epoch (for a learning curve; the time counts)."""
     from .distribute import fit, get_strategy, scope
     from .recipe import learning_rate, training_data
+
+    started = time.perf_counter() if started is None else started
+    budget = plan = None
 
     get_strategy(config.strategy)  # first: a multi-worker strategy must exist before other TensorFlow work
     set_seed(config.seed)
@@ -63,8 +71,16 @@ def train(
     with scope(config.strategy):
         if model is None:
             model = build(config.arch, dataset.input_shape, dataset.num_classes)
-        compile_model(model, config.optimizer, learning_rate(config, -(-n_train // config.batch_size)),
-                      config.label_smoothing)
+        steps = -(-n_train // config.batch_size)
+        if config.budget_minutes is not None:
+            from .budget import BudgetPlan, schedule
+
+            budget = tf().Variable(steps * config.epochs, dtype=tf().int64, trainable=False)
+            plan = BudgetPlan(config.budget_minutes * 60, steps, config.epochs)
+            rate = schedule(config.learning_rate, budget)
+        else:
+            rate = learning_rate(config, steps)
+        compile_model(model, config.optimizer, rate, config.label_smoothing)
     validation = None
     if config.val_split > 0:
         # a seeded shuffle first: image folders come sorted by class, and Keras' own split takes the tail
@@ -72,11 +88,19 @@ def train(
         n_val = max(1, int(len(x) * config.val_split))
         validation = (x[order[:n_val]], y[order[:n_val]])
         x, y = x[order[n_val:]], y[order[n_val:]]
-    callbacks = [ProgressCallback("train", on_progress, config.epochs, len(x), config.batch_size)]
+    callbacks = [ProgressCallback("train", on_progress, config.epochs, len(x), config.batch_size, plan)]
+    epochs = config.epochs
+    if plan is not None:
+        from .budget import plan_callback
+
+        sample = dataset.subset(test=track_test, seed=config.seed) if track_test else None
+        evaluate_epoch = (lambda: evaluate_direct(model, sample.x_test, sample.y_test)) if sample is not None else None
+        callbacks.insert(0, plan_callback(plan, started, budget, evaluate_epoch))
+        epochs = 100_000  # the plan stops it
     start = time.perf_counter()
-    if config.augment:
+    if config.augment or plan is not None:
         data, steps = training_data(x, y, config)
-        history = model.fit(data, steps_per_epoch=steps, epochs=config.epochs, validation_data=validation,
+        history = model.fit(data, steps_per_epoch=steps, epochs=epochs, validation_data=validation,
                             verbose=0, callbacks=callbacks)
     else:
         history = fit(model, x, y, batch_size=config.batch_size, epochs=config.epochs, validation=validation,
@@ -87,6 +111,7 @@ def train(
         history={k: [float(v) for v in vs] for k, vs in history.history.items()},
         test_accuracy=evaluate(model, dataset.x_test, dataset.y_test),
         seconds=seconds,
+        plan=plan,
     )
 
 
@@ -160,8 +185,19 @@ def evaluate(model, x: np.ndarray, y: np.ndarray, batch_size: int = 256) -> floa
     return float(np.mean(np.argmax(predictions, axis=1) == y))
 
 
-def ProgressCallback(task: str, on_progress: ProgressFn, epochs: int, samples: int, batch_size: int):
-    """A Keras callback that forwards batch ends to ``on_progress``; built lazily so Keras loads late."""
+def evaluate_direct(model, x: np.ndarray, y: np.ndarray, batch_size: int = 500) -> float:
+    """Top-1 accuracy by calling the model on array chunks: inside ``fit`` (a per-epoch learning curve),
+    ``model.predict`` builds a tf.data pipeline per call whose clean-up stalls the end of training."""
+    hits = 0
+    for i in range(0, len(x), batch_size):
+        scores = model(x[i : i + batch_size].astype(np.float32), training=False)
+        hits += int(np.sum(np.argmax(np.asarray(scores), axis=1) == y[i : i + batch_size]))
+    return hits / len(x) if len(x) else float("nan")
+
+
+def ProgressCallback(task: str, on_progress: ProgressFn, epochs: int, samples: int, batch_size: int, plan=None):
+    """A Keras callback that forwards batch ends to ``on_progress``; built lazily so Keras loads late.
+    With a budget ``plan`` the epoch count is the plan's, which moves as the run measures itself."""
 
     steps = -(-samples // batch_size)
 
@@ -173,9 +209,10 @@ def ProgressCallback(task: str, on_progress: ProgressFn, epochs: int, samples: i
             logs = logs or {}
             done = self.epoch * steps + batch + 1
             if batch % 10 == 0 or batch + 1 == steps:
+                planned = plan.epochs if plan is not None and plan.epochs else epochs
                 on_progress(
-                    Progress(task, done, epochs * steps,
-                             f"epoch {self.epoch + 1}/{epochs} loss {logs.get('loss', float('nan')):.3f}")
+                    Progress(task, done, planned * steps,
+                             f"epoch {self.epoch + 1}/{planned} loss {logs.get('loss', float('nan')):.3f}")
                 )
 
     return _Callback()
