@@ -33,13 +33,16 @@ TestLimit = typer.Option(None, "--test-limit", min=1, help="Use a seeded subset 
 SeedOpt = typer.Option(0, "--seed", help="Seed for weights, shuffling and subsets.")
 JsonOpt = typer.Option(False, "--json", help="Print the result as JSON on stdout instead of a table.")
 QuietOpt = typer.Option(False, "--quiet", "-q", help="No progress bars.")
-RecipeOpt = typer.Option(Recipe.CLASSIC, help="Training preset: classic (SGD 0.01, 10 epochs, batch 64) or edge "
+RecipeOpt = typer.Option(None, help="Training preset: classic (SGD 0.01, 10 epochs, batch 64) or edge "
                          "(flips and shifts, label smoothing 0.1, Adam 3e-3 with warm-up and cosine decay, 30 epochs, "
-                         "batch 128). --epochs, --batch-size, --optimizer and --lr override it.")
+                         "batch 128). Default: classic for seed-cnn, edge for the others. --epochs, --batch-size, "
+                         "--optimizer and --lr override it.")
 EpochsOpt = typer.Option(None, "--epochs", min=1, help="Training epochs. Default: the recipe's.")
 BatchOpt = typer.Option(None, "--batch-size", min=1, help="Default: the recipe's.")
 OptimizerOpt = typer.Option(None, "--optimizer", help="Default: the recipe's.")
 LrOpt = typer.Option(None, "--lr", help="Peak learning rate. Default: the recipe's.")
+BudgetOpt = typer.Option(None, "--budget-minutes", help="Train within this wall clock (data loading included): "
+                         "epochs, warm-up and decay are fitted to it from the measured throughput.")
 StrategyOpt = typer.Option(Strategy.DEFAULT, "--strategy", help="tf.distribute strategy: mirrored (local devices), "
                            "multi-worker (machines in TF_CONFIG; each saves its own --out).")
 
@@ -75,11 +78,12 @@ def _load_data(data, train_limit, test_limit, seed, bars):
 def train(
     data: Optional[str] = DataOpt,
     arch: Arch = typer.Option(Arch.SEED_CNN, help="Architecture."),
-    recipe: Recipe = RecipeOpt,
+    recipe: Optional[Recipe] = RecipeOpt,
     epochs: Optional[int] = EpochsOpt,
     batch_size: Optional[int] = BatchOpt,
     optimizer: Optional[Optimizer] = OptimizerOpt,
     lr: Optional[float] = LrOpt,
+    budget_minutes: Optional[float] = BudgetOpt,
     seed: int = SeedOpt,
     val_split: float = typer.Option(0.0, help="Share of the train split held out for validation, in [0, 1)."),
     train_limit: Optional[int] = TrainLimit,
@@ -95,14 +99,20 @@ def train(
     from .export import save_keras
     from .train import train as train_model
 
-    config = recipe_config(recipe, arch=arch, epochs=epochs, batch_size=batch_size, optimizer=optimizer,
-                           learning_rate=lr, seed=seed, val_split=val_split, strategy=strategy)
+    import time
+
+    started = time.perf_counter()  # a budget counts data loading too
+    config = recipe_config(_recipe(recipe, arch), arch=arch, epochs=epochs, batch_size=batch_size,
+                           optimizer=optimizer, learning_rate=lr, seed=seed, val_split=val_split, strategy=strategy,
+                           budget_minutes=budget_minutes)
     _writable(out, KERAS_SUFFIXES)  # before minutes of training, not after
     if stream:
         from .train import train_stream
 
         if data is None:
             raise ConfigError("--stream reads an image folder: pass --data FOLDER")
+        if budget_minutes is not None:
+            raise ConfigError("--budget-minutes fits epochs to in-memory data: it does not combine with --stream")
         if val_split or train_limit or test_limit:
             raise ConfigError("--stream reads whole splits: --val-split, --train-limit and --test-limit do not apply")
         if cache_dir is not None:
@@ -113,9 +123,10 @@ def train(
     else:
         with ui.ProgressBars(not quiet) as bars:
             dataset = _load_data(data, train_limit, test_limit, seed, bars)
-            result = train_model(dataset, config, bars)
+            result = train_model(dataset, config, bars, started=started)
     save_keras(result.model, out)
-    ui.show(f"test accuracy {100 * result.test_accuracy:.2f} % after {config.epochs} epochs "
+    epochs_run = len(next(iter(result.history.values()), [])) or config.epochs
+    ui.show(f"test accuracy {100 * result.test_accuracy:.2f} % after {epochs_run} epochs "
                  f"({result.seconds:.0f} s); saved {out}")
 
 
@@ -220,7 +231,7 @@ def search(
     model: Optional[Path] = typer.Option(None, "--model", help="The parent Keras model. Default: train one."),
     trust_model: bool = typer.Option(False, "--trust-model", help="Load a --model that carries code (Lambda)."),
     arch: Arch = typer.Option(Arch.SEED_CNN, help="Architecture of the parent, when it is trained here."),
-    recipe: Recipe = RecipeOpt,
+    recipe: Optional[Recipe] = RecipeOpt,
     epochs: Optional[int] = EpochsOpt,
     channels: str = typer.Option("0,0.25,0.5", help="Channel ratios to cut, comma-separated, each in [0, 1)."),
     sparsity: str = typer.Option("0,0.5", help="Magnitude sparsities, comma-separated, each in [0, 1)."),
@@ -243,7 +254,7 @@ def search(
     allowed accuracy drop, with the Pareto front (exit 1 when none is within it)."""
     from .search import as_report, search as run_search, verdict
 
-    training = recipe_config(recipe, arch=arch, epochs=epochs, seed=seed)
+    training = recipe_config(_recipe(recipe, arch), arch=arch, epochs=epochs, seed=seed)
     config = SearchConfig(
         out=out or Path("runs") / datetime.now().strftime("search-%Y%m%d-%H%M%S"), data=data, model=model,
         trust_model=trust_model, train=training, channel_ratios=_floats(channels, "--channels"),
@@ -264,6 +275,13 @@ def search(
                 (" and best.tflite" if result.chosen else ""))
     if result.chosen is None:
         raise typer.Exit(GateFailed.exit_code)
+
+
+def _recipe(recipe: Recipe | None, arch: Arch) -> Recipe:
+    """The classic recipe stays seed-cnn's default; the edge architectures need augmentation and a schedule."""
+    if recipe is not None:
+        return recipe
+    return Recipe.CLASSIC if arch is Arch.SEED_CNN else Recipe.EDGE
 
 
 def _floats(text: str, option: str) -> tuple[float, ...]:
@@ -477,7 +495,8 @@ def compress(
     lr: Optional[float] = typer.Option(None, "--lr", help="Learning rate of training and pruning. Default: the "
                                        "recipe's."),
     arch: Arch = typer.Option(Arch.SEED_CNN),
-    recipe: Recipe = RecipeOpt,
+    recipe: Optional[Recipe] = RecipeOpt,
+    budget_minutes: Optional[float] = BudgetOpt,
     io_type: IOType = typer.Option(IOType.INT8, help="Input/output type of int8 models."),
     seed: int = SeedOpt,
     train_limit: Optional[int] = TrainLimit,
@@ -499,8 +518,8 @@ def compress(
     modes = tuple(m for m, on in ((QuantMode.INT8, int8), (QuantMode.FLOAT16, float16), (QuantMode.DYNAMIC, dynamic),
                                   (QuantMode.INT16X8, int16x8)) if on)
     folder = out or Path("runs") / (name or datetime.now().strftime("compress-%Y%m%d-%H%M%S"))
-    training = recipe_config(recipe, arch=arch, epochs=epochs, batch_size=batch_size, optimizer=optimizer,
-                             learning_rate=lr, seed=seed, strategy=strategy)
+    training = recipe_config(_recipe(recipe, arch), arch=arch, epochs=epochs, batch_size=batch_size,
+                             optimizer=optimizer, learning_rate=lr, seed=seed, strategy=strategy, budget_minutes=budget_minutes)
     batch_size, lr, optimizer = training.batch_size, training.learning_rate, training.optimizer
     config = CompressConfig(
         out=folder, data=data, model=model, trust_model=trust_model, modes=modes or (QuantMode.INT8,), io_type=io_type,

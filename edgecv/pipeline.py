@@ -53,9 +53,11 @@ def compress(config: CompressConfig, on_progress: ProgressFn = ignore) -> Report
         else:
             from .train import train
 
-            trained = train(dataset, config.train, on_progress)
+            trained = train(dataset, config.train, on_progress, started=start)  # a budget counts the data too
             model = trained.model
             details["train"] = {"seconds": trained.seconds, "history": trained.history}
+            if trained.plan is not None:
+                details["train"]["budget"] = asdict(trained.plan)
         manifest.put("baseline", [save_keras(model, baseline)], details)
     done = manifest.get("keras float")
     if done:

@@ -60,3 +60,23 @@ def test_prune_channels_names_an_unprunable_layer(tmp_path, image_folder):
     r = run("prune-channels", path, "--data", image_folder, "--out", tmp_path / "o.keras", "-q")
     assert r.exit_code == 2, r.output
     assert "layer 'cat' (Concatenate) cannot be pruned by channel" in r.stderr
+
+
+def test_budget_too_small_or_not_positive_is_one_line(tmp_path, image_folder):
+    for budget, fragment in (("0.0001", "cannot finish one epoch here: the smallest that works is about"),
+                             ("0", "budget must be a positive number of minutes"),
+                             ("-3", "budget must be a positive number of minutes")):
+        r = run("train", "--data", image_folder, "--arch", "resnet8", "--budget-minutes", budget, "--out",
+                tmp_path / "m.keras", "-q")
+        assert r.exit_code == 2, r.output
+        lines = [line for line in r.stderr.splitlines() if line.strip()]
+        assert len(lines) == 1 and fragment in lines[0], r.stderr
+        assert not (tmp_path / "m.keras").exists()
+
+
+def test_budgeted_train_reports_the_epochs_it_fitted(tmp_path, image_folder):
+    r = run("train", "--data", image_folder, "--budget-minutes", "0.2", "--batch-size", "16", "--out",
+            tmp_path / "m.keras", "-q")
+    assert r.exit_code == 0, r.output + r.stderr
+    epochs = int(r.stdout.split(" after ")[1].split()[0])
+    assert epochs > 1 and (tmp_path / "m.keras").is_file()
