@@ -8,6 +8,8 @@ from pathlib import Path
 from ._tf import keras
 from .errors import ConfigError, DataError, first_line
 from .fsutil import atomic_path, write_bytes
+from .keras3 import LAMBDA_REFUSAL, is_keras3
+from .keras3 import load as load_keras3
 
 KERAS_SUFFIXES = (".keras", ".h5", ".hdf5")
 
@@ -35,26 +37,37 @@ def load_keras(path: str | os.PathLike, dataset=None, trust: bool = False):
     A model file can carry code: a ``Lambda`` layer's function. Such files are refused unless ``trust``:
     ``.keras`` through Keras' safe mode, ``.h5`` by reading its config before anything is deserialized.
 
+    A ``.keras`` file saved by Keras 3 is rebuilt layer by layer in tf-keras (see :mod:`edgecv.keras3`),
+    since tf-keras cannot read it and TFMOT only takes tf-keras models.
+
     Raises:
-        DataError: the file is missing, is not a Keras model, or carries code and is not trusted.
+        DataError: the file is missing, is not a Keras model, carries code and is not trusted, or is a Keras 3
+            model that tf-keras cannot reproduce.
         ConfigError: the model does not fit the data set.
     """
     path = Path(path)
     if not path.is_file():
         raise DataError(f"model file {path} does not exist")
-    if path.suffix.lower() not in KERAS_SUFFIXES:
+    suffix = path.suffix.lower()
+    if suffix not in KERAS_SUFFIXES:
         raise DataError(f"{path} is not a Keras model: expected one of {', '.join(KERAS_SUFFIXES)}")
-    if not trust and path.suffix.lower() in (".h5", ".hdf5"):
+    if not trust and suffix in (".h5", ".hdf5"):
         _refuse_code_in_h5(path)
-    try:
-        if path.suffix.lower() == ".keras":
-            model = keras().models.load_model(path, compile=False, safe_mode=not trust)
-        else:
-            model = keras().models.load_model(path, compile=False)
-    except Exception as e:  # h5py, zipfile and Keras each raise their own types for a bad file
-        if "Lambda" in str(e) and "safe_mode" in str(e):
-            raise DataError(f"{path} carries code (a Lambda layer) and is refused: load it only if you trust it (compress --model with --trust-model)") from None
-        raise DataError(f"{path} is not a loadable Keras model: {first_line(e)}") from None
+    if suffix in (".h5", ".hdf5") and _h5_major_version(path) >= 3:
+        raise DataError(f"{path} was saved by Keras 3 as legacy HDF5, which edgecv does not rebuild: "
+                        "save it with model.save('model.keras') instead")
+    if suffix == ".keras" and is_keras3(path):
+        model = load_keras3(path, trust=trust)
+    else:
+        try:
+            if suffix == ".keras":
+                model = keras().models.load_model(path, compile=False, safe_mode=not trust)
+            else:
+                model = keras().models.load_model(path, compile=False)
+        except Exception as e:  # h5py, zipfile and Keras each raise their own types for a bad file
+            if "Lambda" in str(e) and "safe_mode" in str(e):
+                raise DataError(LAMBDA_REFUSAL.format(path=path)) from None
+            raise DataError(f"{path} is not a loadable Keras model: {first_line(e)}") from None
     if dataset is not None:
         check_fits(model, dataset, path)
     return model
@@ -68,6 +81,21 @@ def check_fits(model, dataset, path) -> None:
     classes = model.output_shape[-1]
     if classes != dataset.num_classes:
         raise ConfigError(f"{path} predicts {classes} classes but the data set has {dataset.num_classes}")
+
+
+def _h5_major_version(path: Path) -> int:
+    """The major Keras version an .h5 model was saved by (0 when unknown): Keras 3 writes configs tf-keras
+    misreads, so they are refused with a way out rather than a deserialization error."""
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            version = f.attrs.get("keras_version")
+    except OSError:
+        return 0  # not HDF5: the loader gives its own message
+    version = version.decode() if isinstance(version, bytes) else str(version or "")
+    head = version.split(".")[0]
+    return int(head) if head.isdigit() else 0
 
 
 def _refuse_code_in_h5(path: Path) -> None:
@@ -88,7 +116,7 @@ def _refuse_code_in_h5(path: Path) -> None:
     except ValueError as e:
         raise DataError(f"{path} is not a loadable Keras model: its config is not JSON ({e})") from None
     if _has_code(config):
-        raise DataError(f"{path} carries code (a Lambda layer) and is refused: load it only if you trust it (compress --model with --trust-model)")
+        raise DataError(LAMBDA_REFUSAL.format(path=path))
 
 
 def _has_code(node) -> bool:
