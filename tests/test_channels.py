@@ -124,3 +124,22 @@ def test_prune_channels_fine_tunes_and_reports(tiny_dataset):
     assert result.test_accuracy is not None and result.test_accuracy > 0.5  # three classes: chance is 1/3
     assert result.model.count_params() == result.params_after
     assert parent.count_params() == seed_cnn((16, 16, 3), 3).count_params()  # the parent is untouched
+
+
+def test_the_mlperf_reference_h5_shrinks(shared_cifar):
+    """A model edgecv did not build: MLPerf Tiny's ResNet-8 .h5 (its own layer names and a Flatten before Dense)."""
+    from pathlib import Path
+
+    from edgecv.export import load_keras
+    from edgecv.macs import total_macs
+
+    reference = Path(shared_cifar).parents[1] / "models" / "mlperf-tiny-resnet8" / "pretrainedResnet.h5"
+    if not reference.is_file():
+        pytest.skip(f"the MLPerf Tiny reference is not at {reference}")
+    model = load_keras(reference)
+    images = np.random.default_rng(0).integers(0, 255, (4, 32, 32, 3)).astype(np.float32)
+    same, _ = shrink(model, 0.0)
+    assert np.allclose(same.predict(images, verbose=0), model.predict(images, verbose=0), atol=1e-5)
+    smaller, layers = shrink(model, 0.5)
+    assert total_macs(smaller) < 0.3 * total_macs(model) and smaller.output_shape == model.output_shape
+    assert sum(c.after for c in layers) < 0.55 * sum(c.before for c in layers)
