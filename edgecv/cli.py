@@ -207,9 +207,15 @@ def prune_channels_command(
         result = prune_channels(parent, dataset, ratio, config, bars)
         before, after = compare_latency(parent, result.model, calibration_images(dataset, 100, seed), runs=runs)
     save_keras(result.model, out)
-    table = Table("layer", "channels before", "after", title=f"{model.name} -> {out}", title_justify="left")
+    from .macs import layer_macs
+
+    macs_before = {r.name: r.macs for r in layer_macs(parent)}
+    macs_after = {r.name: r.macs for r in layer_macs(result.model)}
+    table = Table("layer", "channels before", "after", "MACs before", "after", title=f"{model.name} -> {out}",
+                  title_justify="left")
     for layer in result.layers:
-        table.add_row(layer.layer, str(layer.before), str(layer.after))
+        table.add_row(layer.layer, str(layer.before), str(layer.after), f"{macs_before.get(layer.layer, 0):,}",
+                      f"{macs_after.get(layer.layer, 0):,}")
     ui.show(table)
     summary = Table("", "before", "after", "change", title_justify="left")
     summary.add_row("parameters", f"{result.params_before:,}", f"{result.params_after:,}",
