@@ -18,7 +18,7 @@ import typer
 from . import ui
 from .config import (Arch, BenchConfig, CompressConfig, FinetuneConfig, IOType, Objective, Optimizer, PruneConfig,
                      QuantMode, Recipe, SearchConfig, Strategy, recipe_config)
-from .errors import ConfigError, DataError, EdgecvError, GateFailed
+from .errors import ConfigError, DataError, EdgecvError, GateFailed, check_interrupt
 from .export import KERAS_SUFFIXES
 
 app = typer.Typer(
@@ -53,8 +53,15 @@ def cli_errors(fn):
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
-            return fn(*args, **kwargs)
+            result = fn(*args, **kwargs)
+            check_interrupt()  # an interrupt that native code swallowed still ends the command as one
+            return result
         except EdgecvError as e:
+            try:
+                check_interrupt()
+            except KeyboardInterrupt:
+                ui.error("interrupted")
+                raise typer.Exit(130) from None
             ui.error(str(e))
             raise typer.Exit(e.exit_code) from None
         except KeyboardInterrupt:
@@ -768,10 +775,14 @@ def main() -> None:
 
     import signal
 
-    def terminated(*_):
-        raise KeyboardInterrupt  # unwinds like Ctrl-C: temporary files are removed, one line, exit 130
+    from .errors import note_interrupt
 
-    signal.signal(signal.SIGTERM, terminated)
+    def interrupted(signum, _frame):
+        note_interrupt(signum)  # native code may turn the KeyboardInterrupt into an error; stages re-check
+        raise KeyboardInterrupt  # SIGTERM unwinds like Ctrl-C: temporary files are removed, one line, exit 130
+
+    signal.signal(signal.SIGTERM, interrupted)
+    signal.signal(signal.SIGINT, interrupted)
     command = typer.main.get_command(app)
     try:
         code = command.main(prog_name="edgecv", standalone_mode=False)

@@ -31,3 +31,17 @@ class Unsupported(EdgecvError):
     """Something the environment lacks: a runtime, a delegate, a compiler."""
 
     exit_code = 3
+
+
+_interrupts: list[int] = []  # signals received since the process started (the CLI's handlers add to it)
+
+
+def note_interrupt(signum: int) -> None:
+    _interrupts.append(signum)
+
+
+def check_interrupt() -> None:
+    """Re-raises a Ctrl-C or SIGTERM that native code (the TFLite converter, an interpreter) turned into an
+    ordinary error: a stage boundary that keeps failed rows must not swallow the user's interrupt."""
+    if _interrupts:
+        raise KeyboardInterrupt

@@ -15,7 +15,7 @@ from . import __version__
 from .benchmark import benchmark_keras, benchmark_tflite, find_runtime, host_environment, now
 from .config import CompressConfig, QuantMode
 from .data import load
-from .errors import DataError, EdgecvError
+from .errors import DataError, EdgecvError, check_interrupt
 from .export import load_keras, save_keras, save_tflite
 from .fsutil import prepare_out_dir, write_text
 from .manifest import RunManifest, run_key
@@ -221,6 +221,7 @@ def _tflite_stage(name, path, make, dataset, config, runtime, on_progress, detai
             result = benchmark_tflite(path, dataset, config.bench, on_progress, name=name, runtime=runtime, plain=True)
             details["delegate"] = f"none: the default delegate refused the model ({e})"
     except EdgecvError as e:  # the stage boundary: the row stays, marked failed
+        check_interrupt()
         return StageResult(name, status="failed", reason=str(e), format="tflite", details=details)
     result.details.update(details)
     return result

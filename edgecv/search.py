@@ -158,8 +158,9 @@ def search(config: SearchConfig, on_progress: ProgressFn = ignore) -> SearchResu
                     save_tflite(convert(thinned[key], mode, calibration, config.io_type), path)
                     row = benchmark_tflite(path, dataset, config.bench, on_progress, name=name, runtime=runtime)
                 except Exception as e:  # noqa: BLE001 -- a candidate that fails keeps its row
-                    from .errors import first_line
+                    from .errors import check_interrupt, first_line
 
+                    check_interrupt()
                     row = StageResult(name, status="failed", reason=first_line(e), format="tflite")
                 eta.learn_bench(time.perf_counter() - t0)
                 drop = None if row.accuracy is None else 100 * (parent_row.accuracy - row.accuracy)

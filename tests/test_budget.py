@@ -32,11 +32,13 @@ def test_a_budgeted_run_ends_on_time_at_the_end_of_its_schedule(tiny_dataset):
     start = time.perf_counter()
     result = train(tiny_dataset, config, started=start, track_test=30)
     wall = time.perf_counter() - start
-    assert wall <= 30 + 3, wall  # the budget, plus the final evaluation's few seconds
-    assert wall >= 30 * 0.6, wall  # it used the time it had, not a first epoch's worth
     plan = result.plan
-    assert len(result.history["loss"]) == plan.epochs > 3 and not plan.cut_off  # ended at the planned end
-    assert len(plan.test_accuracy) == plan.epochs and plan.epoch_ends[-1] <= 30
+    seen = f"wall {wall:.1f} s, last epoch ended at {plan.epoch_ends[-1]:.1f} s, plans {plan.plans[-3:]}"
+    assert plan.epoch_ends[-1] <= 30, seen  # training ended within the budget
+    assert wall <= 30 + 10, seen  # plus the final evaluation (a few seconds on a busy machine)
+    assert plan.epoch_ends[-1] >= 30 * 0.6, seen  # it used the time it had, not a first epoch's worth
+    assert len(result.history["loss"]) == plan.epochs > 3 and not plan.cut_off, seen  # ended at the planned end
+    assert len(plan.test_accuracy) == plan.epochs
     optimizer = result.model.optimizer
     assert float(optimizer.learning_rate) < 0.05 * 3e-3  # the schedule ran down to ~0
 
