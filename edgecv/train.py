@@ -99,9 +99,8 @@ def train(
         epochs = 100_000  # the plan stops it
     start = time.perf_counter()
     if config.augment or plan is not None:
-        data, steps = training_data(x, y, config)
-        history = model.fit(data, steps_per_epoch=steps, epochs=epochs, validation_data=validation,
-                            verbose=0, callbacks=callbacks)
+        data, _ = training_data(x, y, config)
+        history = model.fit(data, epochs=epochs, validation_data=validation, verbose=0, callbacks=callbacks)
     else:
         history = fit(model, x, y, batch_size=config.batch_size, epochs=config.epochs, validation=validation,
                       callbacks=callbacks, strategy=config.strategy, seed=config.seed)

@@ -66,6 +66,24 @@ def test_training_data_keeps_labels_with_their_images():
     assert sorted(seen) == list(range(10))  # one epoch sees every image once
 
 
+def test_augmentation_differs_each_epoch_and_repeats_on_a_rerun():
+    from edgecv.recipe import training_data
+
+    x = np.random.default_rng(0).integers(0, 255, (8, 6, 6, 3)).astype(np.uint8)
+    y = np.eye(8, dtype=np.float32)
+    config = TrainConfig(batch_size=8, augment=True, shift=2, seed=5)
+
+    def by_label(data):  # one epoch's images, ordered by their (one-hot) label
+        images, labels = next(iter(data))
+        return images.numpy()[np.argsort(np.argmax(labels.numpy(), axis=1))]
+
+    data, _ = training_data(x, y, config)
+    first, second = by_label(data), by_label(data)
+    assert not np.array_equal(first, second)  # a new epoch draws new flips and shifts
+    again, _ = training_data(x, y, config)
+    assert np.array_equal(by_label(again), first)  # the same seed, the same first epoch
+
+
 def test_cosine_schedule_warms_up_and_ends_at_zero():
     from edgecv.recipe import learning_rate
 
