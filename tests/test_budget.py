@@ -28,15 +28,17 @@ def test_schedule_follows_the_planned_total():
 def test_a_budgeted_run_ends_on_time_at_the_end_of_its_schedule(tiny_dataset):
     from edgecv.train import train
 
-    config = TrainConfig(epochs=1, batch_size=32, optimizer=Optimizer.ADAM, learning_rate=3e-3, budget_minutes=0.5)
+    budget = 20.0  # seconds
+    config = TrainConfig(epochs=1, batch_size=32, optimizer=Optimizer.ADAM, learning_rate=3e-3,
+                         budget_minutes=budget / 60)
     start = time.perf_counter()
     result = train(tiny_dataset, config, started=start, track_test=30)
     wall = time.perf_counter() - start
     plan = result.plan
     seen = f"wall {wall:.1f} s, last epoch ended at {plan.epoch_ends[-1]:.1f} s, plans {plan.plans[-3:]}"
-    assert plan.epoch_ends[-1] <= 30, seen  # training ended within the budget
-    assert wall <= 30 + 10, seen  # plus the final evaluation (a few seconds on a busy machine)
-    assert plan.epoch_ends[-1] >= 30 * 0.6, seen  # it used the time it had, not a first epoch's worth
+    assert plan.epoch_ends[-1] <= budget, seen  # training ended within the budget
+    assert wall <= budget + 10, seen  # plus the final evaluation (a few seconds on a busy machine)
+    assert plan.epoch_ends[-1] >= budget * 0.6, seen  # it used the time it had, not a first epoch's worth
     assert len(result.history["loss"]) == plan.epochs > 3 and not plan.cut_off, seen  # ended at the planned end
     assert len(plan.test_accuracy) == plan.epochs
     optimizer = result.model.optimizer
