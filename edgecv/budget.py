@@ -35,6 +35,7 @@ class BudgetPlan:
     epoch_ends: list[float] = field(default_factory=list)  # seconds since the clock started, per epoch
     test_accuracy: list[float] = field(default_factory=list)  # per epoch, when tracked
     cut_off: bool = False  # the deadline passed inside an epoch (a slowdown the plan could not foresee)
+    final_learning_rate: float | None = None  # where the schedule ended: ~0 when the plan held
 
 
 def schedule(peak: float, total_steps) -> object:

@@ -54,12 +54,12 @@ def train(
 ) -> TrainResult:
     """Trains ``config.arch`` (or the given model) on the train split and scores it on the test split.
 
-    The classic recipe feeds the arrays to ``model.fit``; augmentation goes through ``recipe.training_data``.
+    Augmentation runs in a training-only wrapper around the model (``recipe.with_augmentation``).
     With ``config.budget_minutes`` the epochs and the schedule are fitted to that wall clock, counted from
     ``started`` (a ``time.perf_counter()`` taken before the data was loaded; default: now). ``track_test``:
     score this many test images after every epoch (for a learning curve; the time counts)."""
     from .distribute import fit, get_strategy, scope
-    from .recipe import learning_rate, training_data
+    from .recipe import learning_rate, training_data, with_augmentation
 
     started = time.perf_counter() if started is None else started
     budget = plan = None
@@ -80,7 +80,8 @@ def train(
             rate = schedule(config.learning_rate, budget)
         else:
             rate = learning_rate(config, steps)
-        compile_model(model, config.optimizer, rate, config.label_smoothing)
+        trainer = with_augmentation(model, config) if config.augment else model
+        compile_model(trainer, config.optimizer, rate, config.label_smoothing)
     validation = None
     if config.val_split > 0:
         # a seeded shuffle first: image folders come sorted by class, and Keras' own split takes the tail
@@ -100,10 +101,12 @@ def train(
     start = time.perf_counter()
     if config.augment or plan is not None:
         data, _ = training_data(x, y, config)
-        history = model.fit(data, epochs=epochs, validation_data=validation, verbose=0, callbacks=callbacks)
+        history = trainer.fit(data, epochs=epochs, validation_data=validation, verbose=0, callbacks=callbacks)
     else:
-        history = fit(model, x, y, batch_size=config.batch_size, epochs=config.epochs, validation=validation,
+        history = fit(model, x, y, batch_size=config.batch_size, epochs=epochs, validation=validation,
                       callbacks=callbacks, strategy=config.strategy, seed=config.seed)
+    if plan is not None:
+        plan.final_learning_rate = float(trainer.optimizer.learning_rate)
     seconds = time.perf_counter() - start
     return TrainResult(
         model=model,
