@@ -20,6 +20,7 @@ PROBE_STEPS = 20  # timed after the first few steps, which include tracing the g
 SKIP_STEPS = 3
 WARMUP_SHARE = 0.03  # of the planned steps
 RESERVE_SHARE = 0.02  # of the budget, kept for the final evaluation and saving
+SLACK_EPOCHS = 0.25  # a planned epoch may run this much slower than the estimate and still end in time
 
 
 class BudgetTooSmall(ConfigError):
@@ -117,11 +118,11 @@ def plan_callback(plan: BudgetPlan, started: float, total_steps, evaluate_epoch=
             left = deadline - time.perf_counter()
             if first:
                 left += time.perf_counter() - self.epoch_start  # the first epoch is under way: count it whole
-                epochs = int(left // epoch_seconds)
+                epochs = int((left - SLACK_EPOCHS * epoch_seconds) // epoch_seconds)
                 if epochs < 1:
                     self._too_small(epoch_seconds)
             else:
-                epochs = done + max(0, int(left // epoch_seconds))
+                epochs = done + max(0, int((left - SLACK_EPOCHS * epoch_seconds) // epoch_seconds))
             if epochs != plan.epochs:
                 plan.epochs = max(epochs, done, 1)
                 plan.plans.append((done, plan.epochs))

@@ -121,6 +121,11 @@ def prune_channels(model, dataset: Dataset, ratio: float, finetune: TrainConfig 
     )
 
 
+def check_prunable(model) -> None:
+    """Raises the DataError ``shrink`` would, before any time is spent on the model."""
+    _trace(model)
+
+
 def _trace(model):
     """Walks the layers in order and gives each output its channel space; raises for what cannot be pruned."""
     if not isinstance(model, keras().Model) or type(model).__name__ not in ("Functional", "Sequential"):
@@ -147,6 +152,9 @@ def _trace(model):
         inputs_of[layer.name] = incoming
         if getattr(layer, "data_format", "channels_last") != "channels_last":
             raise DataError(f"layer '{layer.name}' ({kind}) cannot be pruned by channel: channels_first layout")
+        if kind == "SeparableConv2D" and layer.depth_multiplier != 1:
+            raise DataError(f"layer '{layer.name}' ({kind}) cannot be pruned by channel: depth multiplier "
+                            f"{layer.depth_multiplier} (only 1 keeps channel c in channel c)")
         if kind in PRODUCERS:
             if isinstance(incoming[0], Flat) and kind != "Dense":
                 raise DataError(f"layer '{layer.name}' ({kind}) cannot be pruned by channel: it reads a "
@@ -157,7 +165,7 @@ def _trace(model):
                 raise DataError(f"layer '{layer.name}' ({kind}) cannot be pruned by channel: it is applied to a "
                                 f"rank-{len(layer.input_shape)} tensor")
             spaces[layer.name] = Space(int(layer.output_shape[-1]), writers=[layer])
-        elif kind == "DepthwiseConv2D" and layer.depth_multiplier != 1:
+        elif kind in ("DepthwiseConv2D", "SeparableConv2D") and layer.depth_multiplier != 1:
             raise DataError(f"layer '{layer.name}' ({kind}) cannot be pruned by channel: depth multiplier "
                             f"{layer.depth_multiplier} (only 1 keeps channel c in channel c)")
         elif kind in PASSTHROUGH:

@@ -17,7 +17,7 @@ import typer
 
 from . import ui
 from .config import (Arch, BenchConfig, CompressConfig, FinetuneConfig, IOType, Objective, Optimizer, PruneConfig,
-                     QuantMode, Recipe, SearchConfig, Strategy, recipe_config)
+                     QuantMode, Recipe, Schedule, SearchConfig, Strategy, recipe_config)
 from .errors import ConfigError, DataError, EdgecvError, GateFailed, check_interrupt
 from .export import KERAS_SUFFIXES
 
@@ -120,6 +120,9 @@ def train(
             raise ConfigError("--stream reads an image folder: pass --data FOLDER")
         if budget_minutes is not None:
             raise ConfigError("--budget-minutes fits epochs to in-memory data: it does not combine with --stream")
+        if config.augment or config.label_smoothing or config.schedule is not Schedule.CONSTANT:
+            raise ConfigError(f"--stream trains with the classic recipe only (the {config.arch.value} default is "
+                              "edge: flips, shifts and a schedule on in-memory data); add --recipe classic")
         if val_split or train_limit or test_limit:
             raise ConfigError("--stream reads whole splits: --val-split, --train-limit and --test-limit do not apply")
         if cache_dir is not None:

@@ -52,9 +52,9 @@ def training_data(x: np.ndarray, y: np.ndarray, config: TrainConfig):
 
 def with_augmentation(model, config: TrainConfig):
     """A training-only wrapper: the augmentation as the first layer of the graph, in front of ``model``
-    (which shares its weights and is what gets saved). Keras' own array path then feeds it, and the flips and
-    shifts run in the same thread pool as the convolutions: on two cores a tf.data pipeline beside them cost
-    a third of the throughput."""
+    (which shares its weights and is what gets saved). ``training_data`` feeds it uint8 batches, and the flips
+    and shifts run in the same thread pool as the convolutions: on two cores an augmenting tf.data map beside
+    them cost a third of the throughput."""
     k, t = keras(), tf()
     seed, shift = config.seed, config.shift
 

@@ -123,9 +123,12 @@ def search(config: SearchConfig, on_progress: ProgressFn = ignore) -> SearchResu
         trained = train(dataset, config.train, on_progress)
         parent = trained.model
         eta.learn_training(trained.seconds, n_train * config.train.epochs)
+    if any(r > 0 for r in ratios):
+        from .channels import check_prunable
+
+        check_prunable(parent)  # before anything is measured: a model that cannot be cut fails now, not midway
     save_keras(parent, out / "parent.keras")
     parent_row = benchmark_keras(parent, dataset, config.bench, on_progress, "parent keras float", out / "parent.keras")
-    parent_row.details["macs"] = total_macs(parent)
     cut[0.0] = parent
 
     candidates: list[Candidate] = []
@@ -133,7 +136,7 @@ def search(config: SearchConfig, on_progress: ProgressFn = ignore) -> SearchResu
                        warmup_epochs=min(config.train.warmup_epochs, config.finetune_epochs / 10))
     for ratio in ratios:
         if ratio not in cut:
-            report_progress(f"cutting {ratio:.0%} of the channels")
+            report_progress(f"cutting {100 * ratio:g}% of the channels")
             t0 = time.perf_counter()
             structured = prune_channels(parent, dataset, ratio, finetune, on_progress)
             eta.learn_training(time.perf_counter() - t0, n_train * config.finetune_epochs)
@@ -143,14 +146,14 @@ def search(config: SearchConfig, on_progress: ProgressFn = ignore) -> SearchResu
             if sparsity == 0:
                 thinned[key] = cut[ratio]
             else:
-                report_progress(f"pruning {sparsity:.0%} of the weights")
+                report_progress(f"pruning {100 * sparsity:g}% of the weights")
                 t0 = time.perf_counter()
                 prune_config = replace(config.prune, sparsity=sparsity, seed=config.train.seed)
                 thinned[key] = prune(cut[ratio], dataset, prune_config, on_progress).model
                 eta.learn_training(time.perf_counter() - t0, n_train * config.prune.epochs)
             macs = total_macs(thinned[key])
             for mode in config.modes:
-                name = f"channels-{ratio:.0%} sparsity-{sparsity:.0%} {mode.value}"
+                name = f"channels-{100 * ratio:g}% sparsity-{100 * sparsity:g}% {mode.value}"  # distinct per grid point
                 report_progress(name)
                 t0 = time.perf_counter()
                 path = out / f"{name.replace(' ', '_').replace('%', '')}.tflite"

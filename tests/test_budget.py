@@ -26,7 +26,12 @@ def test_schedule_follows_the_planned_total():
 
 
 def test_a_budgeted_run_ends_on_time_at_the_end_of_its_schedule(tiny_dataset):
+    from edgecv.data import Dataset
     from edgecv.train import train
+
+    d = tiny_dataset  # eight copies per epoch: epochs long enough that a scheduler hiccup is small beside one
+    tiny_dataset = Dataset(np.concatenate([d.x_train] * 8), np.concatenate([d.y_train] * 8), d.x_test, d.y_test,
+                           d.classes, d.source, d.kind)
 
     budget = 20.0  # seconds
     config = TrainConfig(epochs=1, batch_size=32, optimizer=Optimizer.ADAM, learning_rate=3e-3,
@@ -58,6 +63,13 @@ def test_a_budget_too_small_for_one_epoch_says_the_smallest_that_works(tiny_data
 def test_budget_must_be_positive(value):
     with pytest.raises(ConfigError, match="budget must be a positive number of minutes"):
         TrainConfig(budget_minutes=value)
+
+
+def test_budget_is_refused_across_machines():
+    from edgecv.config import Strategy
+
+    with pytest.raises(ConfigError, match="workers would plan apart"):
+        TrainConfig(budget_minutes=5, strategy=Strategy.MULTI_WORKER)
 
 
 def test_one_minute_smoke_run_on_real_images(shared_cifar):

@@ -39,6 +39,9 @@ def _kill_half(model, seed=0):
         if kind == "BatchNormalization":  # gamma and beta 0: the output is 0 whatever the input
             weights[0][channels] = 0
             weights[1][channels] = 0
+        elif kind == "SeparableConv2D":  # the pointwise kernel and the bias write the channels
+            for w in weights[1:]:
+                w[..., channels] = 0
         elif kind == "DepthwiseConv2D":
             weights[0][:, :, channels, :] = 0
             for b in weights[1:]:
@@ -143,3 +146,21 @@ def test_the_mlperf_reference_h5_shrinks(shared_cifar):
     smaller, layers = shrink(model, 0.5)
     assert total_macs(smaller) < 0.3 * total_macs(model) and smaller.output_shape == model.output_shape
     assert sum(c.after for c in layers) < 0.55 * sum(c.before for c in layers)
+
+
+def test_separable_convolutions_shrink_and_multipliers_are_refused():
+    from edgecv._tf import keras
+
+    L = keras().layers
+    model = keras().Sequential([keras().Input((8, 8, 3)), L.Conv2D(8, 3, name="c"), L.SeparableConv2D(8, 3, name="s"),
+                                L.GlobalAveragePooling2D(), L.Dense(2, name="out")])
+    _randomize(model)
+    _kill_half(model)
+    images = np.random.default_rng(2).normal(size=(4, 8, 8, 3)).astype(np.float32)
+    smaller, layers = shrink(model, 0.5)
+    assert {c.layer: c.after for c in layers} == {"c": 4, "s": 4, "out": 2}
+    assert np.allclose(smaller.predict(images, verbose=0), model.predict(images, verbose=0), atol=1e-5)
+    multiplied = keras().Sequential([keras().Input((8, 8, 3)), L.SeparableConv2D(8, 3, depth_multiplier=2, name="m"),
+                                     L.Flatten(), L.Dense(2)])
+    with pytest.raises(DataError, match="'m'.*depth multiplier 2"):
+        shrink(multiplied, 0.5)

@@ -89,3 +89,20 @@ def test_search_end_to_end_reuses_parents(tmp_path, tiny_dataset, monkeypatch):
     assert (tmp_path / "s" / "search.png").stat().st_size > 0
     notes = [e.message for e in events if e.task == "search"]
     assert any("left" in n and "estimating" not in n for n in notes)  # an estimate once work was measured
+
+
+def test_a_parent_that_cannot_be_cut_fails_before_anything_is_measured(tmp_path, tiny_dataset, monkeypatch):
+    import edgecv.search
+    from edgecv._tf import keras
+    from edgecv.errors import DataError
+
+    L = keras().layers
+    inputs = keras().Input((16, 16, 3))
+    a, b = L.Conv2D(4, 3, name="a")(inputs), L.Conv2D(4, 3, name="b")(inputs)
+    model = keras().Model(inputs, L.Dense(3, activation="softmax")(L.Flatten()(L.Concatenate(name="cat")([a, b]))))
+    model.save(tmp_path / "concat.keras")
+    monkeypatch.setattr(edgecv.search, "load", lambda data, on_progress: tiny_dataset)
+    config = SearchConfig(out=tmp_path / "s", model=tmp_path / "concat.keras", channel_ratios=(0.0, 0.5))
+    with pytest.raises(DataError, match="'cat' \\(Concatenate\\)"):
+        edgecv.search.search(config)
+    assert not list((tmp_path / "s").glob("*.tflite"))  # nothing was converted or measured first

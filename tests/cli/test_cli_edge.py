@@ -79,4 +79,11 @@ def test_budgeted_train_reports_the_epochs_it_fitted(tmp_path, image_folder):
             tmp_path / "m.keras", "-q")
     assert r.exit_code == 0, r.output + r.stderr
     epochs = int(r.stdout.split(" after ")[1].split()[0])
-    assert epochs > 1 and (tmp_path / "m.keras").is_file()
+    assert epochs >= 1 and (tmp_path / "m.keras").is_file()
+
+
+def test_stream_refuses_the_edge_recipe_in_one_line(tmp_path, image_folder):
+    r = run("train", "--data", image_folder, "--arch", "resnet8", "--stream", "--out", tmp_path / "m.keras", "-q")
+    assert r.exit_code == 2, r.output
+    lines = [line for line in r.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "add --recipe classic" in lines[0], r.stderr
