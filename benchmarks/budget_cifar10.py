@@ -39,9 +39,9 @@ def throughput(dataset, arch: Arch, batch_size: int) -> dict:
     """Images per second of the second epoch (the first traces the graph): plain fit vs the recipe, on a
     15,000-image slice of the train split."""
     from edgecv._tf import keras
-    from edgecv.models import build
-    from edgecv.recipe import training_data, with_augmentation
-    from edgecv.train import compile_model, one_hot, set_seed
+    from edgecv.train.models import build
+    from edgecv.train.recipe import training_data, with_augmentation
+    from edgecv.train.fit import compile_model, one_hot, set_seed
 
     x, y = dataset.x_train, one_hot(dataset.y_train, dataset.num_classes)
     result = {}
@@ -73,13 +73,13 @@ def throughput(dataset, arch: Arch, batch_size: int) -> dict:
 
 
 def one_seed(args, seed: int, work: Path) -> dict:
-    from edgecv.benchmark import benchmark_tflite, find_runtime
-    from edgecv.data import load
-    from edgecv.edgetpu import static_report
-    from edgecv.export import save_keras
-    from edgecv.macs import total_macs
-    from edgecv.quantize import calibration_images, convert
-    from edgecv.train import train
+    from edgecv.measure.benchmark import benchmark_tflite, find_runtime
+    from edgecv.data.datasets import load
+    from edgecv.device.edgetpu import static_report
+    from edgecv.compress.export import save_keras
+    from edgecv.measure.macs import total_macs
+    from edgecv.compress.quantize import calibration_images, convert
+    from edgecv.train.fit import train
 
     started = time.perf_counter()  # the budget's clock: data loading counts
     dataset = load(args.data, log)
@@ -135,7 +135,7 @@ def plot(runs: list[dict], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from edgecv.report import save_png
+    from edgecv.measure.report import save_png
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for r in runs:
@@ -163,7 +163,7 @@ def main() -> None:
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
 
-    from edgecv.data import load
+    from edgecv.data.datasets import load
 
     speed = throughput(load(args.data).subset(train=15000, seed=0), Arch(args.arch), recipe_config(Recipe.EDGE).batch_size)
     runs = []

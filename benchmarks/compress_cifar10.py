@@ -17,7 +17,7 @@ from pathlib import Path
 
 from edgecv.config import CompressConfig
 from edgecv.fsutil import write_text
-from edgecv.pipeline import compress
+from edgecv.flows.pipeline import compress
 from edgecv.progress import Progress
 
 HERE = Path(__file__).resolve().parent

@@ -19,12 +19,12 @@ import time
 from dataclasses import asdict, replace
 from pathlib import Path
 
-from edgecv.benchmark import benchmark_tflite, find_runtime, host_environment, now
+from edgecv.measure.benchmark import benchmark_tflite, find_runtime, host_environment, now
 from edgecv.config import Arch, BenchConfig, QuantMode, Recipe, recipe_config
-from edgecv.data import load
+from edgecv.data.datasets import load
 from edgecv.fsutil import write_text
 from edgecv.progress import Progress
-from edgecv.report import Report, StageResult, plot_pareto
+from edgecv.measure.report import Report, StageResult, plot_pareto
 
 HERE = Path(__file__).resolve().parent
 RATIOS = (0.25, 0.5)
@@ -39,8 +39,8 @@ def log(p: Progress, last={}) -> None:  # one line per task and epoch, enough fo
 
 def trained(arch: Arch, dataset, work: Path, epochs: int, seed: int):
     """The arch trained by the edge recipe, or the copy a previous run left in ``work``."""
-    from edgecv.export import load_keras, save_keras
-    from edgecv.train import train
+    from edgecv.compress.export import load_keras, save_keras
+    from edgecv.train.fit import train
 
     path, meta = work / f"{arch.value}.keras", work / f"{arch.value}.json"
     if path.exists() and meta.exists():
@@ -55,8 +55,8 @@ def trained(arch: Arch, dataset, work: Path, epochs: int, seed: int):
 
 
 def channel_pruned(parent, name: str, ratio: float, dataset, work: Path, epochs: int, seed: int):
-    from edgecv.channels import prune_channels
-    from edgecv.export import load_keras, save_keras
+    from edgecv.compress.channels import prune_channels
+    from edgecv.compress.export import load_keras, save_keras
 
     path, meta = work / f"{name}.keras", work / f"{name}.json"
     if path.exists() and meta.exists():
@@ -116,7 +116,7 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
 
-    from edgecv.quantize import calibration_images, convert
+    from edgecv.compress.quantize import calibration_images, convert
 
     dataset = load(args.data, log)
     calibration = calibration_images(dataset, 200, args.seed)

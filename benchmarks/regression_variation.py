@@ -3,7 +3,7 @@
 Usage:
     python benchmarks/regression_variation.py --data ../shared/datasets/cifar10-jpg [--seeds 0 1 2 3 4] [--reruns 2]
 
-Runs the configuration of ``tests/test_regression_cifar.py`` (a seeded slice of the real CIFAR-10) once per
+Runs the configuration of ``tests/measure/test_regression_cifar.py`` (a seeded slice of the real CIFAR-10) once per
 seed, and seed 0 ``--reruns`` more times, and writes every accuracy and the spread to
 ``benchmarks/results/regression_variation.json``.
 """
@@ -12,18 +12,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from regression_config import regression_config  # noqa: E402  the tests' own configuration, not a copy
+from regression_config import regression_config  # the tests' own configuration (they import it from here)
 
-from edgecv.fsutil import write_text  # noqa: E402
-from edgecv.pipeline import compress  # noqa: E402
+from edgecv.fsutil import write_text
+from edgecv.flows.pipeline import compress
 
 HERE = Path(__file__).resolve().parent
 

@@ -18,9 +18,9 @@ from pathlib import Path
 
 from edgecv.config import CompressConfig, PruneConfig, QuantMode
 from edgecv.fsutil import write_text
-from edgecv.pipeline import compress
+from edgecv.flows.pipeline import compress
 from edgecv.progress import Progress
-from edgecv.report import Report
+from edgecv.measure.report import Report
 
 HERE = Path(__file__).resolve().parent
 

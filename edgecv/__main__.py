@@ -1,5 +1,5 @@
 """``python -m edgecv``: the same CLI as the ``edgecv`` console script."""
 
-from .cli import main
+from edgecv.cli.app import main
 
 main()

@@ -11,7 +11,7 @@ import os
 import sys
 from functools import cache
 
-from .errors import Unsupported
+from edgecv.errors import Unsupported
 
 
 def _prepare_environment() -> None:
@@ -28,7 +28,7 @@ def _prepare_environment() -> None:
 @cache
 def tf():
     _prepare_environment()
-    from .fsutil import captured_stderr
+    from edgecv.fsutil import captured_stderr
 
     with captured_stderr():  # absl prints oneDNN and CUDA notes at import, before any log level applies
         import tensorflow

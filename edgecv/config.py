@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 
-from .errors import ConfigError
+from edgecv.errors import ConfigError
 
 
 class Arch(str, Enum):

@@ -9,7 +9,7 @@ import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
-from .errors import ConfigError
+from edgecv.errors import ConfigError
 
 
 @contextmanager
@@ -54,6 +54,24 @@ def prepare_out_dir(path: str | os.PathLike) -> Path:
     except OSError as e:
         raise ConfigError(f"cannot write to output folder {path}: {e.strerror or e}") from None
     return path
+
+
+@contextmanager
+def run_dir(path: str | os.PathLike):
+    """``prepare_out_dir`` for a run's folder: when the run fails before writing anything into a folder it
+    created (bad data, a refused model), the empty folder is removed again instead of left behind."""
+    path = Path(path)
+    existed = path.exists()
+    folder = prepare_out_dir(path)
+    try:
+        yield folder
+    except BaseException:
+        if not existed:
+            try:
+                folder.rmdir()  # only succeeds when empty: finished stages stay for a rerun to reuse
+            except OSError:
+                pass
+        raise
 
 
 def sha256(data: bytes) -> str:

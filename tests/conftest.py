@@ -34,7 +34,7 @@ def synthetic_images(n: int, num_classes: int = 3, size: int = 16, seed: int = 0
 
 @pytest.fixture(scope="session")
 def tiny_dataset():
-    from edgecv.data import Dataset
+    from edgecv.data.datasets import Dataset
 
     x_train, y_train = synthetic_images(240, seed=1)
     x_test, y_test = synthetic_images(60, seed=2)
@@ -46,7 +46,7 @@ def tiny_dataset():
 def tiny_trained(tiny_dataset):
     """seed-cnn on 16x16 synthetic images, trained briefly: a real model in a few seconds."""
     from edgecv.config import Optimizer, TrainConfig
-    from edgecv.train import train
+    from edgecv.train.fit import train
 
     return train(tiny_dataset, TrainConfig(epochs=3, batch_size=32, optimizer=Optimizer.ADAM, learning_rate=3e-3))
 
@@ -54,7 +54,7 @@ def tiny_trained(tiny_dataset):
 @pytest.fixture(scope="session")
 def tiny_tflite(tiny_trained, tiny_dataset, tmp_path_factory):
     """The tiny model as float32 and int8 TFLite files."""
-    from edgecv.quantize import calibration_images, convert
+    from edgecv.compress.quantize import calibration_images, convert
 
     folder = tmp_path_factory.mktemp("tflite")
     paths = {}

@@ -1,37 +1,16 @@
-"""An interrupt that native code turned into an ordinary error still ends the run as an interrupt."""
+"""Exit codes are declared once: the device script, which imports nothing of edgecv, repeats two of them."""
 
 from __future__ import annotations
 
-import pytest
-
-from edgecv import errors
-from edgecv.errors import ConfigError
+from edgecv import runtime as rt
+from edgecv.errors import ConfigError, DataError, ExitCode, GateFailed, Unsupported
 
 
-@pytest.fixture
-def interrupted(monkeypatch):
-    monkeypatch.setattr(errors, "_interrupts", [2])
+def test_each_error_exits_with_its_declared_code():
+    assert (ConfigError.exit_code, DataError.exit_code) == (ExitCode.BAD_INPUT, ExitCode.BAD_INPUT) == (2, 2)
+    assert GateFailed.exit_code == ExitCode.GATE_FAILED == 1
+    assert Unsupported.exit_code == ExitCode.MISSING == 3
 
 
-def test_a_failed_stage_after_an_interrupt_raises_it(interrupted, tmp_path, tiny_dataset):
-    from edgecv.config import CompressConfig
-    from edgecv.pipeline import _tflite_stage
-
-    def make():
-        raise ConfigError("conversion failed")  # what the converter's wrapper says when its C++ saw the signal
-
-    with pytest.raises(KeyboardInterrupt):
-        _tflite_stage("x", tmp_path / "x.tflite", make, tiny_dataset, CompressConfig(out=tmp_path), None,
-                      lambda p: None, {})
-
-
-def test_without_an_interrupt_the_row_stays_failed(tmp_path, tiny_dataset):
-    from edgecv.config import CompressConfig
-    from edgecv.pipeline import _tflite_stage
-
-    def make():
-        raise ConfigError("conversion failed")
-
-    row = _tflite_stage("x", tmp_path / "x.tflite", make, tiny_dataset, CompressConfig(out=tmp_path), None,
-                        lambda p: None, {})
-    assert row.status == "failed" and row.reason == "conversion failed"
+def test_the_device_script_uses_the_same_codes():
+    assert (rt.EXIT_BAD_INPUT, rt.EXIT_MISSING) == (ExitCode.BAD_INPUT, ExitCode.MISSING)

@@ -68,7 +68,7 @@ def test_latency_summary_is_ordered_and_counts_runs(tiny_tflite, tiny_dataset):
 
 def test_weight_stats_skip_shape_constants_and_read_float16(tiny_dataset):
     from edgecv._tf import keras
-    from edgecv.quantize import calibration_images, convert
+    from edgecv.compress.quantize import calibration_images, convert
 
     L = keras().layers
     inputs = keras().Input((16, 16, 3))

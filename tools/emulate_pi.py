@@ -1,16 +1,35 @@
-"""Run an edgecv device kit on an emulated Raspberry Pi OS userland (Debian bookworm arm64 under qemu).
+"""Run an edgecv device kit on an emulated Raspberry Pi OS userland (Debian arm64 under qemu).
 
 Usage (as root, with qemu-user-static, binfmt-support and debootstrap installed):
     python tools/emulate_pi.py KIT [--runtime tflite_runtime --runtime ai_edge_litert] [--out emulated/]
 
-The same as ``edgecv device emulate``: builds and caches the root once, makes one venv per runtime inside it,
-runs the kit there and on this host, and prints the merged table with the per-image top-1 agreement.
+The same library call as ``edgecv device emulate``: builds and caches the root once, makes one venv per runtime
+inside it, runs the kit there and on this host, and writes merged.json with the per-image top-1 agreement.
 """
 
-from edgecv.cli import main
+import argparse
+import sys
+
+from edgecv.device.emulate import PiRuntime, emulate_kit
+from edgecv.errors import EdgecvError
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("kit")
+    parser.add_argument("--runtime", action="append", choices=[r.value for r in PiRuntime])
+    parser.add_argument("--runs", type=int, default=20)
+    parser.add_argument("--out", default="emulated")
+    args = parser.parse_args()
+    try:
+        done = emulate_kit(args.kit, args.runtime or list(PiRuntime), args.out, args.runs)
+    except EdgecvError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_code
+    for run in done.runs:
+        print(f"{run.runtime}: Python {run.python} on {run.machine}, accuracy and top-1 agreement in {args.out}/merged.json")
+    return 0
+
 
 if __name__ == "__main__":
-    import sys
-
-    sys.argv[1:1] = ["device", "emulate"]
-    main()
+    sys.exit(main())

@@ -9,7 +9,7 @@ import sys
 import pytest
 from typer.testing import CliRunner
 
-from edgecv.cli import app
+from edgecv.cli.app import app
 
 runner = CliRunner()
 
@@ -28,14 +28,24 @@ def assert_one_line_error(result, code, *fragments):
 
 
 def test_help_does_not_import_tensorflow():
-    code = "import sys; from edgecv.cli import app; print([m for m in ('tensorflow', 'tf_keras') if m in sys.modules])"
+    code = "import sys; from edgecv.cli.app import app; print([m for m in ('tensorflow', 'tf_keras') if m in sys.modules])"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == "[]"
 
 
 def test_missing_data_path(tmp_path):
     assert_one_line_error(run("compress", "--data", tmp_path / "nope", "--out", tmp_path / "o"), 2, "does not exist")
-    assert not (tmp_path / "o" / "report.json").exists()
+    assert not (tmp_path / "o").exists()  # a refused run leaves no empty run folder behind
+
+
+def test_a_refused_model_leaves_no_run_folder(tmp_path, image_folder, tiny_tflite):
+    r = run("compress", "--data", image_folder, "--model", tiny_tflite["int8"], "--out", tmp_path / "o", "-q")
+    assert_one_line_error(r, 2, "is not a Keras model")
+    assert not (tmp_path / "o").exists()
+    existing = tmp_path / "mine"
+    existing.mkdir()
+    run("compress", "--data", image_folder, "--model", tiny_tflite["int8"], "--out", existing, "-q")
+    assert existing.is_dir()  # a folder the user made stays
 
 
 def test_empty_data_folder(tmp_path):
@@ -126,6 +136,18 @@ def test_check_exit_codes(tmp_path, image_folder):
     bad = run("check", int8, "--reference", parent, "--max-drop", "50", "--max-size-kb", "0.5", *common)
     assert bad.exit_code == 1 and "FAIL by" in bad.stdout
 
+    # the verdict for CI systems: JUnit XML and JSON, written also (above all) when the gate fails
+    junit, verdict = tmp_path / "ci" / "edgecv.xml", tmp_path / "ci" / "edgecv.json"
+    bad = run("check", int8, "--reference", parent, "--max-drop", "50", "--max-size-kb", "0.5", "--junit", junit,
+              "-o", verdict, *common)
+    assert bad.exit_code == 1
+    import xml.etree.ElementTree as ET
+
+    suite = ET.parse(junit).getroot()
+    assert suite.tag == "testsuite" and int(suite.get("failures")) == 1 and int(suite.get("tests")) == 2
+    assert json.loads(verdict.read_text())["passed"] is False
+    assert "McNemar p" in ok.stdout and "top-1 changed on" in ok.stdout  # the drop judged image by image
+
     baseline = tmp_path / "baseline.json"
     assert run("check", int8, "--baseline", baseline, "--update-baseline", *common).exit_code == 0
     assert run("check", int8, "--baseline", baseline, "--max-drop", "0", *common).exit_code == 0
@@ -146,10 +168,14 @@ def test_compress_max_drop_gate_fails_the_run(tmp_path, image_folder):
     report = json.loads((tmp_path / "run" / "report.json").read_text())
     assert report["gate"]["max_drop"] == 0
     assert r.exit_code == (0 if report["gate"]["passed"] else 1)
-    # a 100-point allowance always passes
+    # a 100-point allowance always passes; its verdict as JUnit XML has one case per quantized stage
     r = run("compress", "--data", image_folder, "--epochs", "1", "--batch-size", "16", "--sparsity", "0",
-            "--runs", "5", "--max-drop", "100", "--out", tmp_path / "run2", "-q")
+            "--runs", "5", "--max-drop", "100", "--out", tmp_path / "run2", "--junit", tmp_path / "gate.xml", "-q")
     assert r.exit_code == 0 and "gate" in r.stdout
+    import xml.etree.ElementTree as ET
+
+    suite = ET.parse(tmp_path / "gate.xml").getroot()
+    assert suite.get("failures") == "0" and [c.get("classname") for c in suite.iter("testcase")] == ["tflite int8"]
 
 
 def test_output_files_are_checked_before_training(tmp_path, image_folder):
@@ -158,8 +184,8 @@ def test_output_files_are_checked_before_training(tmp_path, image_folder):
 
 
 def test_a_keras_model_that_does_not_fit_the_data(tmp_path, image_folder):
-    from edgecv.export import save_keras
-    from edgecv.models import build
+    from edgecv.compress.export import save_keras
+    from edgecv.train.models import build
 
     path = save_keras(build("seed-cnn", (32, 32, 3), 10), tmp_path / "cifar.keras")
     for command in (["benchmark", path], ["prune", path, "--out", tmp_path / "p.keras"], ["quantize", path]):
@@ -187,3 +213,35 @@ def test_techniques_that_cannot_combine(tmp_path, image_folder, args, message):
 def test_keep_float_names_a_layer_that_does_not_exist(tmp_path, image_folder):
     r = run("quantize", tmp_path / "none.keras", "--keep-float", "fc9", "--mode", "float16")
     assert_one_line_error(r, 2, "--keep-float")
+
+
+def test_quantize_names_the_io_type_in_its_file_and_line(tmp_path, image_folder, tiny_trained):
+    from edgecv.compress.export import save_keras
+
+    model = save_keras(tiny_trained.model, tmp_path / "m.keras")
+    plain = run("quantize", model, "--data", image_folder)
+    edge = run("quantize", model, "--io-type", "uint8", "--data", image_folder)
+    assert plain.exit_code == 0 and edge.exit_code == 0, plain.output + edge.output
+    assert (tmp_path / "m_int8.tflite").is_file() and (tmp_path / "m_int8_uint8_io.tflite").is_file()
+    assert "uint8 input and output" in edge.stdout and "int8 input and output" in plain.stdout
+
+
+def test_edgetpu_fails_a_float_model(tiny_tflite):
+    r = run("edgetpu", tiny_tflite["float32"])
+    assert r.exit_code == 1 and "--io-type uint8" in r.stderr
+    assert run("edgetpu", tiny_tflite["int8"]).exit_code == 0
+
+
+def test_compress_table_fits_80_columns_and_wide_shows_all(tmp_path, image_folder):
+    from edgecv.measure.report import COLUMNS
+
+    args = ["compress", "--data", image_folder, "--epochs", "1", "--batch-size", "16", "--sparsity", "0", "--runs",
+            "5", "--out", tmp_path / "run", "-q"]
+    compact = run(*args)
+    assert compact.exit_code == 0, compact.output
+    table = [line for line in compact.stdout.splitlines() if "│" in line or "┃" in line]
+    assert table and max(len(line) for line in table) <= 80, compact.stdout
+    wide = run(*args, "--wide")
+    header = next(line for line in wide.stdout.splitlines() if "stage" in line)
+    assert all(name.split()[0] in header for name, _ in COLUMNS), header
+    assert "tflite float32" in wide.stdout and "reused from an earlier run" in wide.stderr  # the rerun said so

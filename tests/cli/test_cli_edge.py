@@ -4,7 +4,7 @@ import json
 
 from typer.testing import CliRunner
 
-from edgecv.cli import app
+from edgecv.cli.app import app
 
 runner = CliRunner()
 
@@ -80,6 +80,10 @@ def test_budgeted_train_reports_the_epochs_it_fitted(tmp_path, image_folder):
     assert r.exit_code == 0, r.output + r.stderr
     epochs = int(r.stdout.split(" after ")[1].split()[0])
     assert epochs >= 1 and (tmp_path / "m.keras").is_file()
+    # the budget was used, not ignored: the plan is reported, and training ended within its 12 seconds
+    assert "fitted to a 0.2-minute budget" in r.stdout, r.stdout
+    ended = float(r.stdout.split("training ended at ")[1].split()[0])
+    assert ended <= 12.0, r.stdout
 
 
 def test_stream_refuses_the_edge_recipe_in_one_line(tmp_path, image_folder):

@@ -1,0 +1,97 @@
+"""The ``edgecv`` command: the typer app, every command registered in one list, and the one error boundary.
+
+Commands live by wing (``cli/train.py``, ``compress.py``, ``measure.py``, ``flows.py``, ``device.py``); each
+parses options, calls one library function and renders its result through ``cli/ui.py``. This is the only
+place that turns an error into an exit code. TensorFlow is imported inside the commands, so
+``edgecv --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import functools
+import signal
+import sys
+
+import typer
+
+from edgecv.cli import compress, device, flows, measure, train, ui
+from edgecv.errors import EdgecvError, ExitCode, check_interrupt, note_interrupt
+
+app = typer.Typer(
+    help="Compress image classifiers for edge devices, and measure what each step costs and buys.",
+    no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+)
+device_app = typer.Typer(help="Benchmark on a Raspberry Pi or a Coral board: make a kit, merge its results.",
+                         no_args_is_help=True)
+app.add_typer(device_app, name="device")
+
+
+def cli_errors(fn):
+    """One line on stderr and the error's exit code instead of a traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            result = fn(*args, **kwargs)
+            check_interrupt()  # an interrupt that native code swallowed still ends the command as one
+            return result
+        except EdgecvError as e:
+            try:
+                check_interrupt()
+            except KeyboardInterrupt:
+                ui.error("interrupted")
+                raise typer.Exit(ExitCode.INTERRUPTED) from None
+            ui.error(str(e))
+            raise typer.Exit(e.exit_code) from None
+        except KeyboardInterrupt:
+            ui.error("interrupted")
+            raise typer.Exit(ExitCode.INTERRUPTED) from None
+
+    return wrapper
+
+
+COMMANDS = [  # (typer app, command name, function): the whole command surface in one place
+    (app, "train", train.train),
+    (app, "prune", compress.prune),
+    (app, "prune-channels", compress.prune_channels),
+    (app, "search", flows.search),
+    (app, "quantize", compress.quantize),
+    (app, "qat", compress.qat),
+    (app, "cluster", compress.cluster),
+    (app, "sensitivity", compress.sensitivity),
+    (app, "benchmark", measure.benchmark),
+    (app, "compress", flows.compress),
+    (app, "check", measure.check),
+    (device_app, "kit", device.kit),
+    (device_app, "merge", device.merge),
+    (device_app, "emulate", device.emulate),
+    (app, "edgetpu", device.edgetpu),
+]
+for _app, _name, _fn in COMMANDS:
+    _app.command(_name)(cli_errors(_fn))
+
+
+def main() -> None:
+    """The console script: option errors as one line too, not a usage box."""
+    from typer._click.exceptions import ClickException
+
+    def interrupted(signum, _frame):
+        note_interrupt(signum)  # native code may turn the KeyboardInterrupt into an error; stages re-check
+        raise KeyboardInterrupt  # SIGTERM unwinds like Ctrl-C: temporary files are removed, one line, exit 130
+
+    signal.signal(signal.SIGTERM, interrupted)
+    signal.signal(signal.SIGINT, interrupted)
+    command = typer.main.get_command(app)
+    try:
+        code = command.main(prog_name="edgecv", standalone_mode=False)
+    except ClickException as e:
+        ui.error(e.format_message().replace("\n", " "))
+        sys.exit(e.exit_code)
+    except typer.Abort:
+        ui.error("interrupted")
+        sys.exit(ExitCode.INTERRUPTED)
+    sys.exit(code if isinstance(code, int) else ExitCode.OK)
+
+
+if __name__ == "__main__":
+    main()

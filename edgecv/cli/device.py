@@ -1,0 +1,83 @@
+"""Commands of the device wing: ``device kit / merge / emulate`` and ``edgetpu``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from edgecv.cli import options as opt
+from edgecv.cli import ui
+from edgecv.device.emulate import PiRuntime
+from edgecv.errors import GateFailed
+
+
+def kit(
+    models: List[Path] = typer.Argument(..., help=".tflite models to carry."),
+    data: Optional[str] = opt.Data,
+    samples: int = typer.Option(500, min=1, help="Test images in the sample file (a seeded sample)."),
+    out: Path = typer.Option(Path("edgecv-kit"), "--out", "-o", help="Kit folder."),
+    archive: bool = opt.flag(help="Also pack the kit as <out>.tar.gz."),
+):
+    """Make a folder to copy to a device: models, samples.npz, edgecv_bench.py and a README."""
+    from edgecv.device.kit import make_kit
+
+    with ui.ProgressBars(True) as bars:
+        made = make_kit(models, opt.load_data(data, None, None, 0, bars), out, samples, archive)
+    ui.show(f"wrote {made.path}: {', '.join(made.models)} with {made.images} test images, and {made.host.name} "
+            "(this host on the same images, to merge device results with); see its README.txt")
+
+
+def merge(
+    results: List[Path] = typer.Argument(..., help="Host report.json and device result JSON files."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Folder for merged.json and merged.png."),
+    as_json: bool = opt.Json,
+):
+    """Merge host and device results: one accuracy / latency / size table, a column group per device."""
+    from edgecv.device.kit import merge as merge_results, save_merged
+
+    merged = merge_results(results)
+    if out is not None:
+        save_merged(merged, out)
+    if as_json:
+        ui.show_json(merged.to_dict())
+    else:
+        ui.show_merged(merged)
+
+
+def emulate(
+    kit: Path = typer.Argument(..., help="A kit folder from 'edgecv device kit'."),
+    runtime: List[PiRuntime] = typer.Option(list(PiRuntime), "--runtime", help="Runtime(s) to run under."),
+    runs: int = typer.Option(20, min=1, help="Timed runs (emulated latency is not meaningful: keep it small)."),
+    out: Path = typer.Option(Path("emulated"), "--out", "-o", help="Folder for host.json and emulated-*.json."),
+):
+    """Run a kit on an emulated Raspberry Pi OS (arm64, qemu): real ARM runtimes, accuracy per runtime."""
+    from edgecv.device.emulate import emulate_kit
+
+    with ui.ProgressBars(True) as bars:
+        done = emulate_kit(kit, list(runtime), out, runs, bars)
+    for run in done.runs:
+        ui.note(f"{run.runtime}: Python {run.python} on {run.machine} -> {run.result}")
+    ui.show_merged(done.merged)
+
+
+def edgetpu(
+    model: Path = typer.Argument(..., help="A full-integer .tflite (edgecv quantize --mode int8 --io-type uint8)."),
+    runtime_version: int = typer.Option(14, "--runtime-version", help="Lowest Edge TPU runtime to target (-m)."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Where edgetpu_compiler writes, if installed."),
+    as_json: bool = opt.Json,
+):
+    """Edge TPU readiness: compile with edgetpu_compiler if installed, else predict op by op what would map
+    (exit 1 when nothing would)."""
+    from edgecv.device.edgetpu import check_model
+
+    report = check_model(model, out, runtime_version)
+    if as_json:
+        ui.show_json(report.to_dict())
+    else:
+        ui.show_edgetpu(report, model.name)
+    if report.tpu_ops == 0:  # a float model, say: nothing to accelerate is a failed readiness check
+        first = next((o.reason for o in report.ops if o.reason), "no op maps")
+        raise GateFailed(f"no op of {model.name} would run on the Edge TPU ({first}): convert it with "
+                         "edgecv quantize --mode int8 --io-type uint8")

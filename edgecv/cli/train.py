@@ -1,0 +1,46 @@
+"""``edgecv train``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from edgecv.cli import options as opt
+from edgecv.cli import ui
+from edgecv.config import Arch, Optimizer, Recipe, Strategy, recipe_config
+from edgecv.compress.export import KERAS_SUFFIXES
+
+
+def train(
+    data: Optional[str] = opt.Data,
+    arch: Arch = typer.Option(Arch.SEED_CNN, help="Architecture."),
+    recipe: Optional[Recipe] = opt.RecipeChoice,
+    epochs: Optional[int] = opt.Epochs,
+    batch_size: Optional[int] = opt.Batch,
+    optimizer: Optional[Optimizer] = opt.OptimizerChoice,
+    lr: Optional[float] = opt.Lr,
+    budget_minutes: Optional[float] = opt.Budget,
+    seed: int = opt.Seed,
+    val_split: float = typer.Option(0.0, help="Share of the train split held out for validation, in [0, 1)."),
+    train_limit: Optional[int] = opt.TrainLimit,
+    test_limit: Optional[int] = opt.TestLimit,
+    out: Path = typer.Option(Path("model.keras"), "--out", "-o", help="Where to save the trained model."),
+    strategy: Strategy = opt.StrategyChoice,
+    stream: bool = opt.flag("--stream", help="Stream an image folder from disk (larger than memory)."),
+    image_size: Optional[int] = typer.Option(None, "--image-size", min=14, help="With --stream: resize to NxN."),
+    cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="With --stream: keep decoded images here."),
+    quiet: bool = opt.Quiet,
+):
+    """Train a baseline classifier (the classic seed-cnn recipe by default) and save it."""
+    from edgecv.flows.training import TrainJob, train_to_file
+
+    config = recipe_config(opt.recipe_for(recipe, arch), arch=arch, epochs=epochs, batch_size=batch_size,
+                           optimizer=optimizer, learning_rate=lr, seed=seed, val_split=val_split, strategy=strategy,
+                           budget_minutes=budget_minutes)
+    job = TrainJob(config, opt.writable(out, KERAS_SUFFIXES), data, train_limit, test_limit, stream, image_size,
+                   cache_dir)
+    with ui.ProgressBars(not quiet) as bars:
+        done = train_to_file(job, bars)
+    ui.show_trained(done)

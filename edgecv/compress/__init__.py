@@ -1,0 +1,1 @@
+"""Compression: magnitude and channel pruning, QAT, clustering, post-training quantization, export."""

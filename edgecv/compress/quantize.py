@@ -1,0 +1,137 @@
+"""Keras to TFLite in every post-training mode: float32, dynamic-range, float16 and full-integer int8.
+
+Full-integer models are calibrated on images from the train split (never the test split) and get 8-bit
+input and output tensors unless asked otherwise, which is what the Edge TPU and microcontrollers need.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from edgecv._tf import tf
+from edgecv.config import IOType, QuantMode
+from edgecv.data.datasets import Dataset
+from edgecv.errors import EdgecvError
+from edgecv.fsutil import captured_stderr
+
+
+class ConversionError(EdgecvError):
+    """The TFLite converter refused the model."""
+
+
+def representative(calibration: np.ndarray):
+    """The converter's representative dataset: one image per step, as the model will see them."""
+    samples = np.asarray(calibration, dtype=np.float32)
+    return lambda: ([samples[i : i + 1]] for i in range(len(samples)))
+
+
+def with_batch(model, batch_size: int):
+    """The same layers and weights behind an input of fixed batch size."""
+    from edgecv._tf import keras
+
+    inputs = keras().Input(shape=model.input_shape[1:], batch_size=batch_size, name=model.input_names[0])
+    return keras().Model(inputs, model(inputs), name=model.name)
+
+
+def calibration_images(dataset: Dataset, n: int = 200, seed: int = 0) -> np.ndarray:
+    """A seeded sample of train images, as the float pixels the model takes."""
+    rng = np.random.default_rng(seed)
+    idx = rng.choice(len(dataset.x_train), size=min(n, len(dataset.x_train)), replace=False)
+    return dataset.x_train[np.sort(idx)].astype(np.float32)
+
+
+def convert(
+    model, mode: QuantMode | str = QuantMode.FLOAT32, calibration: np.ndarray | None = None,
+    io_type: IOType | str = IOType.INT8, batch_size: int | None = 1, sparse: bool = False,
+) -> bytes:
+    """Returns the ``.tflite`` flatbuffer of ``model`` in ``mode``.
+
+    The input batch is fixed (1 by default): the Edge TPU compiler and XNNPACK's static planning want static
+    shapes, and a device classifies one image at a time. ``batch_size=None`` keeps it dynamic. ``sparse``
+    stores pruned weights in TFLite's sparse format (``EXPERIMENTAL_SPARSITY``), for kernels that skip zeros.
+    int16x8 keeps float input and output.
+
+    Raises:
+        ConversionError: int8 without calibration images, or the converter failed (its log is in the message).
+    """
+    mode, io_type = QuantMode(mode), IOType(io_type)
+    tf_ = tf()
+    if batch_size is not None and model.input_shape[0] != batch_size:
+        model = with_batch(model, batch_size)
+    converter = tf_.lite.TFLiteConverter.from_keras_model(model)
+    if mode is QuantMode.DYNAMIC:
+        converter.optimizations = [tf_.lite.Optimize.DEFAULT]
+    elif mode is QuantMode.FLOAT16:
+        converter.optimizations = [tf_.lite.Optimize.DEFAULT]
+        converter.target_spec.supported_types = [tf_.float16]
+    elif mode in (QuantMode.INT8, QuantMode.INT16X8):
+        if calibration is None or len(calibration) == 0:
+            raise ConversionError(f"{mode.value} conversion needs calibration images from the train split")
+        converter.optimizations = [tf_.lite.Optimize.DEFAULT]
+        converter.representative_dataset = representative(calibration)
+        if mode is QuantMode.INT16X8:
+            converter.target_spec.supported_ops = [
+                tf_.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8]
+        else:
+            converter.target_spec.supported_ops = [tf_.lite.OpsSet.TFLITE_BUILTINS_INT8]
+            io = {IOType.INT8: tf_.int8, IOType.UINT8: tf_.uint8, IOType.FLOAT32: tf_.float32}[io_type]
+            converter.inference_input_type = io
+            converter.inference_output_type = io
+    if sparse:
+        converter.optimizations = list(converter.optimizations) + [tf_.lite.Optimize.EXPERIMENTAL_SPARSITY]
+    with captured_stderr() as log:
+        try:
+            return converter.convert()
+        except Exception as e:  # the converter raises many types; its own log says why
+            detail = log().strip().splitlines()[-1:] or [str(e).splitlines()[0] if str(e) else type(e).__name__]
+            raise ConversionError(f"TFLite conversion ({mode.value}) failed: {detail[0]}") from e
+
+
+
+@dataclass(frozen=True)
+class QuantizedFile:
+    path: Path
+    mode: QuantMode
+    io_type: IOType | None  # of a full-integer model; None where the mode keeps float input and output
+    size_bytes: int
+    gzip_bytes: int
+
+
+def default_tflite_name(model_path: Path, mode: QuantMode, io_type: IOType) -> Path:
+    """MODEL_<mode>.tflite beside the model; an int8 model with other than int8 input and output says which,
+    so an Edge TPU (uint8) file never overwrites the plain one."""
+    suffix = mode.value if mode is not QuantMode.INT8 or io_type is IOType.INT8 else f"{mode.value}_{io_type.value}_io"
+    return model_path.with_name(f"{model_path.stem}_{suffix}.tflite")
+
+
+def quantize_file(model_path: Path, out: Path, mode: QuantMode = QuantMode.INT8, data: str | None = None,
+                  io_type: IOType = IOType.INT8, calibration_samples: int = 200, keep_float: tuple[str, ...] = (),
+                  sparse: bool = False, seed: int = 0, on_progress=None) -> QuantizedFile:
+    """``edgecv quantize``: one conversion of a Keras file written to ``out``. int8 and int16x8 are calibrated
+    on the train split of ``data``; ``keep_float`` leaves the named layers float in an int8 model."""
+    from edgecv import runtime as rt
+    from edgecv.compress.export import check_fits, load_keras, save_tflite
+    from edgecv.data.datasets import load
+    from edgecv.errors import ConfigError
+    from edgecv.progress import ignore
+
+    if keep_float and mode is not QuantMode.INT8:  # before any loading
+        raise ConfigError("--keep-float leaves layers float in an int8 model: use --mode int8")
+    model = load_keras(model_path)
+    calibration = None
+    if mode in (QuantMode.INT8, QuantMode.INT16X8):
+        dataset = load(data, on_progress or ignore)
+        check_fits(model, dataset, model_path)
+        calibration = calibration_images(dataset, calibration_samples, seed)
+    if keep_float:
+        from edgecv.compress.sensitivity import convert_keep_float
+
+        content = convert_keep_float(model, calibration, list(keep_float))
+    else:
+        content = convert(model, mode, calibration, io_type, sparse=sparse)
+    save_tflite(content, out)
+    size, gz = rt.file_sizes(content)
+    return QuantizedFile(Path(out), mode, io_type if mode is QuantMode.INT8 else None, size, gz)

@@ -1,0 +1,1 @@
+"""Measurement: accuracy, latency, size and MACs of models (``benchmark``), reports, and the regression gate."""

@@ -1,0 +1,262 @@
+"""Results of a run: one record per stage, the environment, and their renderings (JSON, Markdown, plot).
+
+The columns are declared once here; the CLI's table, ``report.md`` and the plot all read them. A stage that
+failed or was skipped keeps its row with a status and a reason.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field, fields
+from enum import Enum
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from edgecv.errors import DataError, first_line
+from edgecv.fsutil import atomic_path, write_text
+
+if TYPE_CHECKING:  # gate.py imports this module
+    from edgecv.measure.gate import GateReport
+
+SCHEMA = "edgecv.report/1"
+
+
+class StageStatus(str, Enum):
+    """A row's fate: rows never vanish, a failed or skipped stage keeps its row with a reason."""
+
+    OK = "ok"
+    SKIPPED = "skipped"
+    FAILED = "failed"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+@dataclass
+class StageResult:
+    stage: str
+    status: StageStatus = StageStatus.OK
+    reason: str = ""
+    model: str | None = None  # file name, relative to the report
+    format: str | None = None  # keras | tflite
+    accuracy: float | None = None  # top-1 on the test images, 0-1
+    images: int | None = None
+    latency: dict | None = None  # p50_ms, p90_ms, p99_ms, mean_ms, first_ms, runs, warmup
+    params: int | None = None
+    sparsity: float | None = None  # share of zeros in kernels
+    size_bytes: int | None = None
+    gzip_bytes: int | None = None
+    runtime: dict | None = None  # name, version
+    threads: int | None = None
+    input: dict | None = None  # dtype, shape, scale, zero_point
+    sha256: str | None = None  # of the model file measured
+    macs: int | None = None  # multiply-accumulates of the weight layers, per image
+    peak_memory_bytes: int | None = None  # estimated peak of live activations (TFLite's tensor arena)
+    details: dict = field(default_factory=dict)  # stage-specific extras, e.g. per-layer sparsity
+
+    def __post_init__(self):
+        self.status = StageStatus(self.status)  # "failed" from JSON or a caller becomes the Enum; a typo fails here
+
+    @classmethod
+    def from_dict(cls, d: dict) -> StageResult:
+        """Reads any writer's record: unknown keys are dropped, missing ones keep their defaults."""
+        known = {f.name for f in fields(cls)}
+        if "peak_memory_bytes" not in d and "peak_activation_bytes" in d:  # the runtime's own name for it
+            d = {**d, "peak_memory_bytes": d["peak_activation_bytes"]}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+    def p50(self) -> float | None:
+        return (self.latency or {}).get("p50_ms")
+
+
+# (header, how to read it from a stage) -- the one declaration of the table
+def _pct(v):
+    return "" if v is None else f"{100 * v:.2f}"
+
+
+def _ms(v):
+    return "" if v is None else (f"{v:.4f}" if v < 1 else f"{v:.3f}")
+
+
+def _kb(v):
+    return "" if v is None else f"{v / 1024:,.1f}"
+
+
+def _mmacs(v):
+    return "" if v is None else f"{v / 1e6:,.2f}"
+
+
+COLUMNS = [
+    ("stage", lambda s: s.stage),
+    ("acc %", lambda s: _pct(s.accuracy)),
+    ("p50 ms", lambda s: _ms(s.p50())),
+    ("p90 ms", lambda s: _ms((s.latency or {}).get("p90_ms"))),
+    ("p99 ms", lambda s: _ms((s.latency or {}).get("p99_ms"))),
+    ("MMACs", lambda s: _mmacs(s.macs)),
+    ("params", lambda s: "" if s.params is None else f"{s.params:,}"),
+    ("sparse %", lambda s: "" if s.sparsity is None else f"{100 * s.sparsity:.1f}"),
+    ("KB", lambda s: _kb(s.size_bytes)),
+    ("gzip KB", lambda s: _kb(s.gzip_bytes)),
+    ("peak KB", lambda s: _kb(s.peak_memory_bytes)),
+    ("status", lambda s: s.status.value),
+]
+# what fits an 80-column terminal; the rest is in report.md, report.json and behind --wide
+COMPACT = ("stage", "acc %", "p50 ms", "KB", "gzip KB", "status")
+
+
+def columns(wide: bool = True) -> list[tuple[str, object]]:
+    return COLUMNS if wide else [c for c in COLUMNS if c[0] in COMPACT]
+
+
+def pareto_front(costs: list[float], accuracies: list[float]) -> list[bool]:
+    """Which points no other point beats: as cheap or cheaper and as accurate or more, better in one."""
+    points = list(zip(costs, accuracies))
+    return [not any(oc <= c and oa >= a and (oc < c or oa > a) for oc, oa in points) for c, a in points]
+
+
+@dataclass
+class Report:
+    stages: list[StageResult]
+    environment: dict = field(default_factory=dict)
+    data: dict = field(default_factory=dict)
+    config: dict = field(default_factory=dict)
+    edgecv: str = ""
+    created: str = ""
+    seconds: float | None = None
+    gate: GateReport | None = None  # compress --max-drop: criteria per quantized stage, and whether all passed
+    resumed: list[str] = field(default_factory=list)  # stages reused from an earlier, interrupted run
+
+    def stage(self, name: str) -> StageResult | None:
+        return next((s for s in self.stages if s.stage == name), None)
+
+    def rows(self, wide: bool = True) -> list[list[str]]:
+        return [[read(s) for _, read in columns(wide)] for s in self.stages]
+
+    def to_dict(self) -> dict:
+        """Plain JSON types only (paths and numpy scalars converted), ready for ``json.dumps``."""
+        d = {"schema": SCHEMA, **asdict(self)}
+        if self.gate is not None:
+            d["gate"] = self.gate.to_dict()  # its own JSON shape (the stage beside each criterion), in its place
+        return json.loads(json.dumps(d, default=_jsonable))
+
+    def save(self, path: str | os.PathLike) -> Path:
+        return write_text(path, json.dumps(self.to_dict(), indent=2) + "\n")
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Report:
+        if not isinstance(d, dict) or not isinstance(d.get("stages"), list):
+            raise ValueError("no list of stages")
+        if not all(isinstance(s, dict) and isinstance(s.get("stage"), str) for s in d["stages"]):
+            raise ValueError("a stage that is not a record with a name")
+        from edgecv.measure.gate import GateReport
+
+        return cls(
+            stages=[StageResult.from_dict(s) for s in d["stages"]],
+            **{k: d[k] for k in ("environment", "data", "config", "edgecv", "created", "seconds", "resumed") if k in d},
+            gate=None if d.get("gate") is None else GateReport.from_dict(d["gate"]),
+        )
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> Report:
+        """Reads a report written by ``edgecv compress``/``benchmark`` or by the device script."""
+        try:
+            return cls.from_dict(json.loads(Path(path).read_text()))
+        except OSError as e:
+            raise DataError(f"cannot read report {path}: {e.strerror or e}") from None
+        except (ValueError, TypeError) as e:
+            raise DataError(f"{path} is not an edgecv report: {first_line(e)}") from None
+
+    def to_markdown(self) -> str:
+        headers = [h for h, _ in COLUMNS]
+        lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+        lines += ["| " + " | ".join(row) + " |" for row in self.rows()]
+        lines += [""] + [f"- {s.stage}: {s.status}: {s.reason}" for s in self.stages if s.reason]
+        env = self.environment
+        runtime = env.get("runtime") or {}
+        meta = [
+            f"- data: {self.data.get('source', '?')} ({self.data.get('train_images', '?')} train / "
+            f"{self.data.get('test_images', '?')} test images)",
+            f"- CPU: {env.get('cpu')}, {env.get('cores')} cores; latency: batch 1, {env.get('threads')} thread(s), "
+            f"{runtime.get('name')} {runtime.get('version')}",
+            f"- python {env.get('python')}, numpy {env.get('numpy')}, tensorflow {env.get('tensorflow')}, "
+            f"edgecv {self.edgecv}",
+            "- MMACs: millions of multiply-accumulates per image (convolution and dense layers); peak KB: the "
+            "largest set of activations live at once, estimated from the TFLite graph",
+        ]
+        if self.seconds is not None:
+            meta.append(f"- wall time: {self.seconds / 60:.1f} min")
+        if self.gate is not None:
+            meta.append(f"- gate (max drop {self.gate.max_drop} points vs {self.gate.reference}): "
+                        + ("passed" if self.gate.passed else "FAILED for " + ", ".join(self.gate.failed)))
+        return "# edgecv report\n\n" + "\n".join(lines) + "\n\n" + "\n".join(meta) + "\n"
+
+
+def _jsonable(value):
+    if hasattr(value, "item"):  # numpy scalars
+        return value.item()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"cannot write {type(value).__name__} to JSON")
+
+
+def plot_pareto(report: Report, path: str | os.PathLike) -> Path | None:
+    """Accuracy against p50 latency with the Pareto front drawn, marker area by gzip size (what a device
+    downloads, where pruning's zeros pay off); None when no stage has both numbers."""
+    points = [s for s in report.stages if s.status is StageStatus.OK and s.accuracy is not None and s.p50() is not None]
+    if not points:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sizes = [s.gzip_bytes or s.size_bytes or 0 for s in points]
+    biggest = max(sizes) or 1
+    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    for s, size in zip(points, sizes):
+        area = 40 + 1200 * size / biggest  # points squared
+        ax.scatter(s.p50(), 100 * s.accuracy, s=area, alpha=0.6, edgecolors="black")
+        label = f"{s.stage}\ngzip {_kb(size)} KB"
+        radius = (area / 3.1416) ** 0.5
+        ax.annotate(label, (s.p50(), 100 * s.accuracy), fontsize=7, xytext=(0, -radius - 2),
+                    textcoords="offset points", va="top", ha="center")
+    on_front = pareto_front([s.p50() for s in points], [s.accuracy for s in points])
+    front = sorted((s for s, on in zip(points, on_front) if on), key=lambda s: s.p50())
+    ax.plot([s.p50() for s in front], [100 * s.accuracy for s in front], "--", color="tab:blue", alpha=0.7,
+            label="Pareto front (faster or more accurate than every other)")
+    lo, hi = min(s.p50() for s in points), max(s.p50() for s in points)
+    latency_axis(ax, lo / 1.3, hi * 2.5)  # room on the right for the labels
+    ax.margins(y=0.3)
+    ax.set_xlabel("p50 latency, ms per image (batch 1, log scale)")
+    ax.set_ylabel("test accuracy, %")
+    ax.set_title("accuracy vs latency (marker area = gzip size)")
+    ax.legend(fontsize=7, loc="lower right")
+    return save_png(fig, path)
+
+
+def latency_axis(ax, lo: float, hi: float) -> None:
+    """A log latency axis whose ticks read as plain milliseconds (0.034, not 3.4x10^-2), enough of them to read
+    a value off even when the points span less than a decade."""
+    import matplotlib.ticker as ticker
+
+    ax.set_xscale("log")
+    ax.set_xlim(lo, hi)
+    ax.xaxis.set_major_locator(ticker.LogLocator(base=10, subs=(1.0, 2.0, 3.0, 5.0)))
+    ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:.3g}"))
+    ax.xaxis.set_minor_locator(ticker.LogLocator(base=10, subs=tuple(range(1, 10))))
+    ax.xaxis.set_minor_formatter(ticker.NullFormatter())
+
+
+def save_png(fig, path: str | os.PathLike) -> Path:
+    """Grid, layout and an atomic write: the last steps every edgecv plot shares."""
+    import matplotlib.pyplot as plt
+
+    for ax in fig.axes:
+        ax.grid(True, which="both", alpha=0.3)
+    fig.tight_layout()
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=120, format="png")
+    plt.close(fig)
+    return path

@@ -1,0 +1,1 @@
+"""Training: architectures (``models``), the loop (``fit``), recipes, budgets and tf.distribute strategies."""

@@ -1,0 +1,100 @@
+"""Architectures as plain functions of the input shape and class count.
+
+Every model starts with ``Rescaling(1/255)``: it takes raw 0-255 pixels, like the MLPerf Tiny reference, so
+the preprocessing travels inside the model (and its TFLite file) instead of living in every caller.
+"""
+
+from __future__ import annotations
+
+from edgecv._tf import keras
+from edgecv.config import Arch
+from edgecv.errors import ConfigError
+
+
+def build(arch: Arch | str, input_shape: tuple[int, ...], num_classes: int):
+    builders = {Arch.SEED_CNN: seed_cnn, Arch.RESNET8: resnet8, Arch.DSCNN: dscnn}
+    arch = Arch(arch)
+    return builders[arch](tuple(input_shape), num_classes)
+
+
+def seed_cnn(input_shape: tuple[int, ...] = (32, 32, 3), num_classes: int = 10):
+    """The classic Keras CIFAR-10 CNN: Conv32-Pool-Conv64-Pool-Flatten-Dense128-Dense(n)."""
+    if min(input_shape[:2]) < 14:
+        raise ConfigError(f"seed-cnn needs images of at least 14x14 pixels, got {input_shape[0]}x{input_shape[1]}")
+    L = keras().layers
+    return keras().Sequential(
+        [
+            keras().Input(shape=input_shape, name="pixels"),
+            L.Rescaling(1.0 / 255, name="rescale"),
+            L.Conv2D(32, (3, 3), activation="relu", name="conv1"),
+            L.MaxPooling2D((2, 2), name="pool1"),
+            L.Conv2D(64, (3, 3), activation="relu", name="conv2"),
+            L.MaxPooling2D((2, 2), name="pool2"),
+            L.Flatten(name="flatten"),
+            L.Dense(128, activation="relu", name="fc1"),
+            L.Dense(num_classes, activation="softmax", name="classifier"),
+        ],
+        name="seed_cnn",
+    )
+
+
+def resnet8(input_shape: tuple[int, ...] = (32, 32, 3), num_classes: int = 10):
+    """MLPerf Tiny's ResNet-8 (``resnet_v1_eembc``): a 16-filter stem and three residual stacks of 16, 32 and
+    64 filters (the last two halve the resolution, with a 1x1 projection on the shortcut), global average
+    pooling, one dense layer. Same layers and weight shapes as the reference ``.h5``, plus the rescaling."""
+    k = keras()
+    L = k.layers
+    regularizer = k.regularizers.l2(1e-4)
+
+    def conv(filters, size, strides, name):
+        return L.Conv2D(filters, size, strides=strides, padding="same", kernel_initializer="he_normal",
+                        kernel_regularizer=regularizer, name=name)
+
+    inputs = k.Input(shape=input_shape, name="pixels")
+    x = L.Rescaling(1.0 / 255, name="rescale")(inputs)
+    x = L.Activation("relu", name="stem_relu")(L.BatchNormalization(name="stem_bn")(conv(16, 3, 1, "stem")(x)))
+    for stack, filters in enumerate((16, 32, 64), start=1):
+        strides = 1 if stack == 1 else 2
+        y = conv(filters, 3, strides, f"s{stack}_conv1")(x)
+        y = L.Activation("relu", name=f"s{stack}_relu1")(L.BatchNormalization(name=f"s{stack}_bn1")(y))
+        y = L.BatchNormalization(name=f"s{stack}_bn2")(conv(filters, 3, 1, f"s{stack}_conv2")(y))
+        if stack > 1:
+            x = conv(filters, 1, strides, f"s{stack}_shortcut")(x)
+        x = L.Activation("relu", name=f"s{stack}_relu")(L.Add(name=f"s{stack}_add")([x, y]))
+    x = L.AveragePooling2D(pool_size=min(x.shape[1:3]), name="pool")(x)
+    outputs = L.Dense(num_classes, activation="softmax", kernel_initializer="he_normal",
+                      name="classifier")(L.Flatten(name="flatten")(x))
+    return k.Model(inputs, outputs, name="resnet8")
+
+
+DSCNN_BLOCKS = ((64, 1), (128, 2), (128, 1), (256, 2), (256, 1))  # (pointwise filters, depthwise stride)
+
+
+def dscnn(input_shape: tuple[int, ...] = (32, 32, 3), num_classes: int = 10, width: float = 0.5,
+          blocks: tuple[tuple[int, int], ...] = DSCNN_BLOCKS):
+    """MobileNet-v1 style for small images: a full 3x3 stem, then depthwise 3x3 + pointwise 1x1 blocks (each
+    followed by BatchNormalization and ReLU, which fold and run on an Edge TPU), global pooling, one dense
+    layer. Strides stop at 8x8 on 32x32 input: MobileNet's ImageNet strides would leave 1x1 maps.
+    ``width`` scales every layer's channels, like MobileNet's alpha."""
+    k = keras()
+    L = k.layers
+    regularizer = k.regularizers.l2(1e-4)
+
+    def channels(n):
+        return max(8, int(round(n * width / 8)) * 8)  # multiples of 8: what int8 SIMD kernels work in
+
+    def bn_relu(x, name):
+        return L.Activation("relu", name=f"{name}_relu")(L.BatchNormalization(name=f"{name}_bn")(x))
+
+    inputs = k.Input(shape=input_shape, name="pixels")
+    x = L.Rescaling(1.0 / 255, name="rescale")(inputs)
+    x = bn_relu(L.Conv2D(channels(32), 3, padding="same", use_bias=False, kernel_initializer="he_normal",
+                         kernel_regularizer=regularizer, name="stem")(x), "stem")
+    for i, (filters, strides) in enumerate(blocks, start=1):
+        x = bn_relu(L.DepthwiseConv2D(3, strides=strides, padding="same", use_bias=False, name=f"b{i}_dw")(x),
+                    f"b{i}_dw")
+        x = bn_relu(L.Conv2D(channels(filters), 1, use_bias=False, kernel_initializer="he_normal",
+                             kernel_regularizer=regularizer, name=f"b{i}_pw")(x), f"b{i}_pw")
+    x = L.GlobalAveragePooling2D(name="pool")(x)
+    outputs = L.Dense(num_classes, activation="softmax", name="classifier")(x)
+    return k.Model(inputs, outputs, name="dscnn")

@@ -1,0 +1,138 @@
+"""The device kit on an emulated Raspberry Pi OS (arm64 under qemu), and the checks that need no emulation.
+
+The emulated run needs root, debootstrap and binfmt support for aarch64 (``.ci/run`` installs them); it
+skips with the reason elsewhere. The root is cached between runs (``$EDGECV_PI_ROOT`` or the edgecv cache).
+"""
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from edgecv.device import emulate as em
+from edgecv.cli.app import app
+from edgecv.errors import DataError, Unsupported
+from edgecv.measure.gate import GateConfig, check_result
+from edgecv.measure.report import Report
+
+
+@pytest.fixture(scope="module")
+def pi_root(tmp_path_factory):
+    """The shared cached root: tests must not rebuild it into a temporary cache each session."""
+    root = Path(os.environ.get("EDGECV_PI_ROOT") or Path.home() / ".cache" / "edgecv" / "pi-root-bookworm-arm64")
+    os.environ["EDGECV_PI_ROOT"] = str(root)
+    try:
+        em.check_host()
+    except Unsupported as e:
+        if not em.root_is_complete(root):
+            pytest.skip(f"cannot emulate a Pi here: {e}")
+    return root
+
+
+@pytest.fixture(scope="module")
+def emulated(pi_root, tmp_path_factory):
+    from conftest import synthetic_images, write_image_folder
+    from edgecv.config import BenchConfig, CompressConfig, Optimizer, PruneConfig, TrainConfig
+    from edgecv.data.datasets import load
+    from edgecv.device.kit import make_kit
+    from edgecv.flows.pipeline import compress
+
+    base = tmp_path_factory.mktemp("emulate")
+    x, y = synthetic_images(120, seed=21)
+    folder = write_image_folder(base / "images", x[:80], y[:80], x[80:], y[80:], ("left", "middle", "right"))
+    compress(CompressConfig(out=base / "run", data=str(folder), prune=PruneConfig(sparsity=0.0),
+                            train=TrainConfig(epochs=2, batch_size=16, optimizer=Optimizer.ADAM, learning_rate=3e-3),
+                            bench=BenchConfig(warmup=1, runs=5)))
+    kit = make_kit([base / "run" / "tflite_int8.tflite", base / "run" / "tflite_float32.tflite"], load(folder),
+                   base / "kit", samples=40).path
+    out = base / "out"
+    result = CliRunner().invoke(app, ["device", "emulate", str(kit), "--runs", "3", "--out", str(out)])
+    assert result.exit_code == 0, result.stderr
+    return out, result.stdout, kit
+
+
+def test_both_runtimes_run_on_arm_and_agree_with_the_host(emulated):
+    out, stdout, _ = emulated
+    host = Report.load(out / "host.json")
+    for runtime in ("tflite_runtime", "ai_edge_litert"):
+        report = Report.load(out / f"emulated-{runtime}.json")  # the host's own reader
+        env = report.environment
+        assert env["python"].startswith("3.11") and env["machine"] == "aarch64"
+        assert env["runtime"]["name"] == runtime and env["device"]["emulated"]
+        for stage, host_stage in zip(report.stages, host.stages):
+            assert stage.model == host_stage.model
+            assert abs(stage.accuracy - host_stage.accuracy) <= 0.05
+    merged = json.loads((out / "merged.json").read_text())
+    cells = [cell for m in merged["models"] for cell in m["results"].values() if cell and "top1_differs" in cell]
+    assert len(cells) == 4 and all(0 <= c["top1_differs"] <= c["top1_compared"] == 40 for c in cells)
+    assert [d["latency_meaningful"] for d in merged["devices"]] == [True, False, False]
+    assert "EMULATED" in stdout and "top-1 ≠" in stdout
+
+
+def test_check_gates_on_the_accuracy_a_device_runtime_measured(emulated, tmp_path):
+    out, _, kit = emulated
+    result = out / "emulated-tflite_runtime.json"
+    int8, parent = kit / "tflite_int8.tflite", kit / "tflite_float32.tflite"
+    ok = check_result(int8, result, GateConfig(max_drop=50), reference_model=parent)
+    assert ok.passed and ok.candidate.runtime["name"] == "tflite_runtime"
+    strict = check_result(int8, result, GateConfig(max_drop=50, max_size_kb=0.5), reference_model=parent)
+    assert not strict.passed
+    cli = CliRunner().invoke(app, ["check", str(int8), "--measured-by", str(result), "--reference", str(parent),
+                                   "--max-drop", "50"])
+    assert cli.exit_code == 0 and "passed" in cli.stdout
+    other = tmp_path / "tflite_int8.tflite"  # same name, another file: its numbers are not these
+    other.write_bytes(parent.read_bytes())
+    with pytest.raises(DataError, match="measured another"):
+        check_result(other, result, GateConfig(), reference_model=parent)
+
+
+# --- no emulation needed ---------------------------------------------------------------------------
+
+
+def test_a_half_built_root_is_not_used(tmp_path, monkeypatch):
+    root = tmp_path / "root"
+    (root / "usr" / "bin").mkdir(parents=True)  # what an interrupted debootstrap leaves: no stamp
+    assert not em.root_is_complete(root)
+    (root / em.STAMP_NAME).write_text(json.dumps({**em.STAMP, "packages": ["python3"]}))
+    assert not em.root_is_complete(root)  # built for other packages
+    (root / em.STAMP_NAME).write_text(json.dumps(em.STAMP))
+    assert em.root_is_complete(root)
+
+
+def test_not_root_is_one_line_exit_3(tmp_path, monkeypatch):
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    with pytest.raises(Unsupported, match="needs root"):
+        em.check_host()
+
+
+@pytest.mark.parametrize("remove", ["edgecv_bench.py", "samples.npz", "model"])
+def test_a_folder_that_is_not_a_kit(tmp_path, remove, tiny_tflite, tiny_dataset):
+    from edgecv.device.kit import make_kit
+
+    kit = make_kit([tiny_tflite["int8"]], tiny_dataset, tmp_path / "kit", samples=5).path
+    if remove == "model":
+        (kit / "tiny_int8.tflite").unlink()
+    else:
+        (kit / remove).unlink()
+    result = CliRunner().invoke(app, ["device", "emulate", str(kit), "--out", str(tmp_path / "o")])
+    assert result.exit_code == 2 and "is not a device kit" in result.stderr
+
+
+def test_a_runtime_that_is_not_offered(tmp_path, tiny_tflite, tiny_dataset):
+    from edgecv.device.kit import make_kit
+
+    kit = make_kit([tiny_tflite["int8"]], tiny_dataset, tmp_path / "kit", samples=5).path
+    with pytest.raises(DataError, match="not offered"):
+        em.emulate(kit, ["tensorflow"], tmp_path / "o")
+
+
+def test_check_result_names_what_the_file_lacks(tmp_path):
+    result = tmp_path / "r.json"
+    result.write_text(json.dumps({"stages": [{"stage": "a", "model": "a.tflite", "accuracy": 0.5}]}))
+    (tmp_path / "b.tflite").write_bytes(b"x")
+    with pytest.raises(DataError, match="no result for b.tflite"):
+        check_result(tmp_path / "b.tflite", result, GateConfig(), reference_model=tmp_path / "a.tflite")
+    with pytest.raises(DataError, match="does not exist"):
+        check_result(tmp_path / "none.tflite", result, GateConfig(), reference_model=tmp_path / "a.tflite")

@@ -1,0 +1,108 @@
+import json
+
+import pytest
+
+from edgecv.config import BenchConfig, CompressConfig, Optimizer, PruneConfig, QuantMode, TrainConfig
+from edgecv.errors import ConfigError
+from edgecv.compress.export import save_keras
+from edgecv.train.models import build
+from edgecv.flows.pipeline import compress
+
+FAST_TRAIN = TrainConfig(epochs=2, batch_size=16, optimizer=Optimizer.ADAM, learning_rate=3e-3)
+FAST_BENCH = BenchConfig(warmup=2, runs=20)
+
+
+def test_compress_writes_every_stage_and_artifact(image_folder, tmp_path):
+    out = tmp_path / "run"
+    events = []
+    report = compress(
+        CompressConfig(out=out, data=str(image_folder), modes=(QuantMode.INT8, QuantMode.FLOAT16), train=FAST_TRAIN,
+                       prune=PruneConfig(sparsity=0.6, epochs=2, batch_size=16), bench=FAST_BENCH),
+        events.append,
+    )
+    names = [s.stage for s in report.stages]
+    assert names == ["keras float", "tflite float32", "tflite int8", "tflite float16",
+                     "pruned float32", "pruned int8", "pruned float16"]
+    assert all(s.status == "ok" for s in report.stages), [(s.stage, s.reason) for s in report.stages]
+    for s in report.stages:
+        assert (out / s.model).is_file()
+        assert s.accuracy is not None and s.p50() > 0 and s.size_bytes > 0
+    assert report.stage("pruned int8").sparsity == pytest.approx(0.6, abs=0.05)
+    assert report.stage("pruned int8").gzip_bytes < report.stage("tflite int8").gzip_bytes
+    assert report.stage("tflite int8").input["dtype"] == "int8"
+    for name in ("report.json", "report.md", "pareto.png", "baseline.keras", "pruned.keras"):
+        assert (out / name).is_file(), name
+    saved = json.loads((out / "report.json").read_text())
+    assert saved["environment"]["tensorflow"] and saved["data"]["train_images"] == 60
+    assert saved["config"]["prune"]["sparsity"] == 0.6
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temporary file left
+    assert {e.task for e in events} >= {"load data", "train", "prune", "benchmark tflite int8", "report"}
+
+
+def test_sparsity_zero_skips_pruning_but_keeps_the_rows(image_folder, tmp_path):
+    report = compress(CompressConfig(out=tmp_path / "r", data=str(image_folder), train=FAST_TRAIN,
+                                     prune=PruneConfig(sparsity=0.0), bench=FAST_BENCH))
+    skipped = [s for s in report.stages if s.status == "skipped"]
+    assert [s.stage for s in skipped] == ["pruned float32", "pruned int8"]
+    assert not (tmp_path / "r" / "pruned.keras").exists()
+
+
+def test_compress_starts_from_a_users_model(image_folder, tmp_path):
+    model = build("seed-cnn", (16, 16, 3), 3)
+    path = save_keras(model, tmp_path / "mine.h5")
+    report = compress(CompressConfig(out=tmp_path / "r", data=str(image_folder), model=path,
+                                     prune=PruneConfig(sparsity=0.0), bench=FAST_BENCH))
+    assert "train" not in report.stage("keras float").details
+    assert report.stage("tflite int8").status == "ok"
+
+
+def test_a_model_that_does_not_fit_the_data_is_refused(image_folder, tmp_path):
+    path = save_keras(build("seed-cnn", (32, 32, 3), 10), tmp_path / "cifar.keras")
+    with pytest.raises(ConfigError, match="takes"):
+        compress(CompressConfig(out=tmp_path / "r", data=str(image_folder), model=path))
+
+
+def test_every_technique_is_its_own_row_against_the_same_baseline(image_folder, tmp_path):
+    from edgecv.config import FinetuneConfig
+
+    tune = FinetuneConfig(epochs=1, batch_size=16, learning_rate=3e-4, optimizer=Optimizer.ADAM)
+    report = compress(CompressConfig(
+        out=tmp_path / "t", data=str(image_folder), modes=(QuantMode.INT8, QuantMode.INT16X8), train=FAST_TRAIN,
+        prune=PruneConfig(sparsity=0.6, epochs=2, batch_size=16), bench=FAST_BENCH, qat=True, keep_float_worst=1,
+        sparse=True, finetune=tune, max_drop=100))
+    names = [s.stage for s in report.stages]
+    keep = next(n for n in names if n.startswith("int8 float:"))
+    assert names == ["keras float", "tflite float32", "tflite int8", "tflite int16x8", "qat int8", keep,
+                     "pruned float32", "pruned int8", "pruned int16x8", "pruned qat int8", "pruned int8 sparse"]
+    assert all(s.status == "ok" for s in report.stages), [(s.stage, s.reason) for s in report.stages]
+    assert report.stage("pruned qat int8").sparsity == pytest.approx(0.6, abs=0.03)  # zeros kept through QAT
+    assert report.stage("tflite int16x8").input["dtype"] == "float32"
+    sensitivity = report.stage(keep).details["sensitivity"]
+    assert keep == f"int8 float:{sensitivity[0]['layer']}"  # the worst layer is the one kept
+    sparse = report.stage("pruned int8 sparse")
+    assert sparse.sparsity == pytest.approx(0.6, abs=0.03) and "delegate" in sparse.details  # XNNPACK refused it
+    assert {c.stage for c in report.gate.criteria} >= {"qat int8", "pruned qat int8", keep}
+
+
+def test_clustering_rows(image_folder, tmp_path):
+    report = compress(CompressConfig(out=tmp_path / "c", data=str(image_folder), train=FAST_TRAIN, clusters=4,
+                                     prune=PruneConfig(sparsity=0.0), bench=FAST_BENCH))
+    clustered = report.stage("clustered int8")
+    assert clustered.status == "ok" and max(clustered.details["unique_values"].values()) <= 4
+    assert clustered.gzip_bytes < report.stage("tflite int8").gzip_bytes
+
+
+def test_resnet8_through_pruning_and_qat(image_folder, tmp_path):
+    """A residual model with BatchNormalization: pruning wraps its convolutions, QAT folds its BN."""
+    from edgecv.config import Arch, FinetuneConfig
+
+    train = TrainConfig(arch=Arch.RESNET8, epochs=2, batch_size=16, optimizer=Optimizer.ADAM, learning_rate=3e-3)
+    report = compress(CompressConfig(
+        out=tmp_path / "r8", data=str(image_folder), train=train, qat=True,
+        prune=PruneConfig(sparsity=0.5, epochs=2, batch_size=16, optimizer=Optimizer.ADAM, learning_rate=1e-3),
+        finetune=FinetuneConfig(epochs=1, batch_size=16, optimizer=Optimizer.ADAM, learning_rate=3e-4),
+        bench=FAST_BENCH))
+    assert all(s.status == "ok" for s in report.stages), [(s.stage, s.reason) for s in report.stages]
+    assert report.stage("keras float").params == 78_211  # 78,666 less 455: 3 classes instead of 10 (64*7+7)
+    assert report.stage("pruned qat int8").sparsity == pytest.approx(0.5, abs=0.03)
+    assert report.stage("qat int8").input["dtype"] == "int8"

@@ -1,0 +1,88 @@
+"""Budgeted training ends on time, at the end of its schedule, and refuses a budget that fits no epoch."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+from edgecv.train.budget import BudgetTooSmall, schedule
+from edgecv.config import Arch, Optimizer, Recipe, TrainConfig, recipe_config
+from edgecv.errors import ConfigError
+
+
+def test_schedule_follows_the_planned_total():
+    from edgecv._tf import tf
+
+    total = tf().Variable(1000, dtype=tf().int64)
+    rate = schedule(0.1, total)
+    assert float(rate(0)) < 0.01  # warm-up starts low
+    assert float(rate(30)) == pytest.approx(0.1, rel=0.05)  # the peak after 3 % of the steps
+    assert float(rate(515)) == pytest.approx(0.05, rel=0.05)  # half-way down the cosine
+    assert float(rate(1000)) == pytest.approx(0.0, abs=1e-6)
+    total.assign(2000)  # the plan moved: the same step is now earlier in the curve
+    assert float(rate(1000)) > 0.04
+
+
+def test_a_budgeted_run_ends_on_time_at_the_end_of_its_schedule(tiny_dataset):
+    from edgecv.data.datasets import Dataset
+    from edgecv.train.fit import train
+
+    d = tiny_dataset  # eight copies per epoch: epochs long enough that a scheduler hiccup is small beside one
+    tiny_dataset = Dataset(np.concatenate([d.x_train] * 8), np.concatenate([d.y_train] * 8), d.x_test, d.y_test,
+                           d.classes, d.source, d.kind)
+
+    budget = 20.0  # seconds
+    config = TrainConfig(epochs=1, batch_size=32, optimizer=Optimizer.ADAM, learning_rate=3e-3,
+                         budget_minutes=budget / 60)
+    start = time.perf_counter()
+    result = train(tiny_dataset, config, started=start, track_test=30)
+    wall = time.perf_counter() - start
+    plan = result.plan
+    seen = f"wall {wall:.1f} s, last epoch ended at {plan.epoch_ends[-1]:.1f} s, plans {plan.plans[-3:]}"
+    assert plan.epoch_ends[-1] <= budget, seen  # training ended within the budget
+    assert wall <= budget + 10, seen  # plus the final evaluation (a few seconds on a busy machine)
+    assert plan.epoch_ends[-1] >= budget * 0.6, seen  # it used the time it had, not a first epoch's worth
+    assert len(result.history["loss"]) == plan.epochs > 3 and not plan.cut_off, seen  # ended at the planned end
+    assert len(plan.test_accuracy) == plan.epochs
+    assert plan.final_learning_rate < 0.05 * 3e-3  # the schedule ran down to ~0
+
+
+def test_a_budget_too_small_for_one_epoch_says_the_smallest_that_works(tiny_dataset):
+    from edgecv.train.fit import train
+
+    big = tiny_dataset.subset()  # 240 images; an epoch of them takes well over 0.01 s
+    config = TrainConfig(arch=Arch.RESNET8, epochs=1, batch_size=8, budget_minutes=0.0002)
+    with pytest.raises(BudgetTooSmall, match=r"cannot finish one epoch here: the smallest that works is about "
+                                             r"[0-9.]+ minutes"):
+        train(big, config)
+
+
+@pytest.mark.parametrize("value", [0, -1.0])
+def test_budget_must_be_positive(value):
+    with pytest.raises(ConfigError, match="budget must be a positive number of minutes"):
+        TrainConfig(budget_minutes=value)
+
+
+def test_budget_is_refused_across_machines():
+    from edgecv.config import Strategy
+
+    with pytest.raises(ConfigError, match="workers would plan apart"):
+        TrainConfig(budget_minutes=5, strategy=Strategy.MULTI_WORKER)
+
+
+def test_one_minute_smoke_run_on_real_images(shared_cifar):
+    """The issue's smoke run: a 1-minute budget on a 5,000-image slice of the real train split."""
+    from edgecv.data.datasets import load
+    from edgecv.train.fit import train
+
+    dataset = load(str(shared_cifar)).subset(5000, 1000, 0)  # decoding 60,000 JPEGs once is not this test's
+    start = time.perf_counter()
+    config = recipe_config(Recipe.EDGE, arch=Arch.RESNET8, budget_minutes=1.0)
+    result = train(dataset, config, started=start)
+    wall = time.perf_counter() - start
+    assert wall <= 60 + 5, wall  # 5 s margin for the final 1,000-image evaluation
+    assert result.plan.epochs >= 1 and len(result.history["loss"]) == result.plan.epochs
+    assert result.test_accuracy > 0.2  # chance is 0.1
+    assert np.isfinite(result.history["loss"][-1])
