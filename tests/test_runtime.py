@@ -122,3 +122,175 @@ def test_environment_records_what_it_reads():
     assert env["python"] and env["numpy"] == np.__version__ and env["threads"] == 1
     assert env["runtime"]["name"] == "ai_edge_litert"
     assert rt.environment(None, None)["runtime"] is None
+
+
+# --- know the runtime: ISA flags, delegation coverage, the device script's own check -------------------------
+
+# /proc/cpuinfo of a Raspberry Pi 5 (Cortex-A76, 64-bit Raspberry Pi OS), two of its four cores
+PI5_CPUINFO = """processor\t: 0
+BogoMIPS\t: 108.00
+Features\t: fp asimd evtstrm aes pmull sha1 sha2 crc32 atomics fphp asimdhp cpuid asimdrdm lrcpc dcpop asimddp
+CPU implementer\t: 0x41
+CPU part\t: 0xd0b
+
+processor\t: 1
+BogoMIPS\t: 108.00
+Features\t: fp asimd evtstrm aes pmull sha1 sha2 crc32 atomics fphp asimdhp cpuid asimdrdm lrcpc dcpop asimddp
+CPU implementer\t: 0x41
+CPU part\t: 0xd0b
+
+Revision\t: d04170
+Model\t\t: Raspberry Pi 5 Model B Rev 1.0
+"""
+# a Raspberry Pi 4 under a 32-bit kernel: NEON is "neon", and the ARMv8 dot product is not shown
+PI4_ARMV7_CPUINFO = """processor\t: 0
+model name\t: ARMv7 Processor rev 3 (v7l)
+Features\t: half thumb fastmult vfp edsp neon vfpv3 tls vfpv4 idiva idivt vfpd32 lpae evtstrm crc32
+"""
+
+
+def test_isa_flags_are_what_proc_cpuinfo_says_here():
+    cpuinfo = Path("/proc/cpuinfo")
+    if not cpuinfo.is_file():
+        assert rt.isa_flags() is None  # unreadable: None, never a guess
+        return
+    lines = [line for line in cpuinfo.read_text().splitlines() if line.split(":")[0].strip() in ("flags", "Features")]
+    present = set(lines[0].split(":", 1)[1].split())
+    flags = rt.isa_flags()
+    assert flags == [f for f in rt.ISA_FLAGS if f in present]
+    assert ("avx2" in flags) == ("avx2" in present) and ("asimd" in flags) == ("asimd" in present)
+    assert "sse2" not in flags and "fpu" not in flags  # only the flags that decide kernels
+    assert rt.environment(None, None)["isa"] == flags
+    assert rt.isa_flags(str(Path("/nonexistent/cpuinfo"))) is None
+
+
+def test_isa_flags_parse_arm_cpuinfo_texts():
+    assert rt.parse_isa_flags(PI5_CPUINFO) == ["asimd", "asimdhp", "asimddp"]
+    assert rt.parse_isa_flags(PI4_ARMV7_CPUINFO) == ["neon"]
+    # a flag one core lacks is not the machine's (big.LITTLE parts can differ)
+    mixed = PI5_CPUINFO.replace("dcpop asimddp\nCPU implementer\t: 0x41\nCPU part\t: 0xd0b\n\nRevision",
+                                "dcpop\nCPU implementer\t: 0x41\nCPU part\t: 0xd0b\n\nRevision")
+    assert mixed != PI5_CPUINFO and rt.parse_isa_flags(mixed) == ["asimd", "asimdhp"]
+    assert rt.parse_isa_flags("processor\t: 0\nFeatures\t: fp asimd sve i8mm bf16 sve2\n") == [
+        "asimd", "i8mm", "sve", "sve2", "bf16"]
+    assert rt.parse_isa_flags("processor\t: 0\nmodel name\t: something\n") is None  # no flags line: unknown
+    # an arm64 Python under qemu-user reading the x86 host's text: unknown, not "no NEON"
+    assert rt.parse_isa_flags("flags\t\t: fpu sse2 avx avx2 fma\n", machine="aarch64") is None
+    assert rt.parse_isa_flags("flags\t\t: fpu sse2 avx avx2 fma\n", machine="x86_64") == ["avx", "avx2", "fma"]
+    assert rt.parse_isa_flags(PI5_CPUINFO, machine="aarch64") == ["asimd", "asimdhp", "asimddp"]
+
+
+def test_delegation_of_the_tiny_models_as_measured(tiny_tflite):
+    """ai-edge-litert's XNNPACK takes the whole float graph; of the int8 one it leaves SOFTMAX to TFLite."""
+    coverage = {}
+    for mode in ("float32", "int8"):
+        model = rt.TFLiteModel(tiny_tflite[mode])
+        coverage[mode] = rt.delegation(model.interpreter, model.delegate)
+        plain_ops = [op["op_name"] for op in rt.TFLiteModel(tiny_tflite[mode], plain=True).interpreter._get_ops_details()]
+        d = coverage[mode]
+        assert d["delegate"] == "XNNPACK" and d["partitions"] >= 1
+        # every op of the graph is counted once, on one side or the other
+        assert d["delegated_ops"] + sum(d["fallback_ops"].values()) == len(plain_ops)
+        assert sum(d["delegated_by_op"].values()) == d["delegated_ops"]
+    assert coverage["float32"]["fallback_ops"] == {} and not coverage["float32"]["quantized"]
+    assert not coverage["float32"]["split"] and rt.delegation_warning(coverage["float32"]) is None
+    int8 = coverage["int8"]
+    assert int8["quantized"] and int8["fallback_ops"] == {"SOFTMAX": 1} and int8["split"]
+    assert int8["delegated_by_op"]["CONV_2D"] == 2 and int8["delegated_by_op"]["FULLY_CONNECTED"] == 2
+    warning = rt.delegation_warning(int8)
+    assert "split" in warning and "SOFTMAX" in warning and "XNNPACK" in warning
+    assert "SOFTMAX on TFLite's kernels" in rt.delegation_summary(int8)
+
+
+def test_a_plain_interpreter_delegates_nothing(tiny_tflite):
+    model = rt.TFLiteModel(tiny_tflite["int8"], plain=True)
+    d = rt.delegation(model.interpreter, model.delegate)
+    assert model.delegate is None and d["delegate"] is None
+    assert d["partitions"] == 0 and d["delegated_ops"] == 0 and d["fallback_ops"]["CONV_2D"] == 2
+    assert not d["split"]  # all on TFLite's kernels is not a split graph
+
+
+def test_records_carry_the_delegation_of_the_timed_interpreter(tiny_tflite, tiny_dataset):
+    int8 = rt.benchmark_tflite(tiny_tflite["int8"], tiny_dataset.x_test, tiny_dataset.y_test, warmup=1, runs=5)
+    assert int8["details"]["delegation"]["split"] and int8["details"]["delegation"]["fallback_ops"] == {"SOFTMAX": 1}
+    plain = rt.TFLiteModel(tiny_tflite["int8"], plain=True)
+    record = rt.benchmark_tflite(tiny_tflite["int8"], tiny_dataset.x_test, tiny_dataset.y_test, warmup=1, runs=5,
+                                 model=plain)
+    assert record["details"]["delegation"]["delegate"] is None  # the model that was timed, not a fresh one
+    assert record["details"]["delegation"]["delegated_ops"] == 0
+
+
+def test_the_probe_model_runs_here():
+    """(A runtime that imports but cannot run it is skipped: tests/device/test_doctor.py, under numpy 2.)"""
+    runtime = rt.find_runtime()
+    assert rt.runs_a_model(runtime) is None
+    model = rt.TFLiteModel(content=__import__("base64").b64decode(rt.PROBE_MODEL), plain=True)
+    assert [op["op_name"] for op in model.interpreter._get_ops_details()] == ["RELU"]
+
+
+def test_known_bad_pairings_are_named():
+    assert rt.known_bad_pairings("3.11.2", "1.26.4", "2.14.0") == []
+    assert rt.known_bad_pairings("3.11.2", "2.4.6", None) == []  # no tflite-runtime, nothing to pair
+    numpy2 = rt.known_bad_pairings("3.11.2", "2.0.1", "2.14.0")
+    assert len(numpy2) == 1 and "numpy<2" in numpy2[0]
+    assert "3.12" in rt.known_bad_pairings("3.12.1", "1.26.4", "2.14.0")[0]
+    pycoral = rt.known_bad_pairings("3.9.2", "1.26.4", "2.14.0", pycoral="2.0.0")
+    assert len(pycoral) == 1 and "2.5.0.post1" in pycoral[0]
+    assert rt.known_bad_pairings("3.9.2", "1.26.4", "2.5.0.post1", pycoral="2.0.0") == []
+    coral = rt.known_bad_pairings("3.9.2", "1.26.4", "2.14.0", runtime=rt.Runtime("tflite_runtime", "2.14.0", None, None),
+                                  libedgetpu={"package": "libedgetpu1-std", "version": "16.0"})
+    assert len(coral) == 1 and "libedgetpu 16.0" in coral[0]
+
+
+def run_check(*args):
+    return subprocess.run([sys.executable, str(RUNTIME_FILE.parents[1] / "tools" / "edgecv_bench.py"), "--check",
+                           *args], capture_output=True, text=True, timeout=120)
+
+
+def test_check_mode_prints_one_line_per_fact_and_exits_0_here():
+    done = run_check()
+    assert done.returncode == 0, done.stdout + done.stderr
+    lines = done.stdout.splitlines()
+    facts = {}
+    for line in lines:
+        status, name = line[:4].strip(), line[6:22].strip()
+        assert status in ("ok", "warn", "fail"), line
+        facts.setdefault(name, []).append(line[22:].strip())
+    for name in ("python", "os", "cpu", "isa", "numpy", "ai_edge_litert", "tflite_runtime", "tensorflow",
+                 "libedgetpu", "edgetpu device", "pycoral", "pairing", "runtime"):
+        assert name in facts, name
+    assert facts["numpy"] == [np.__version__]
+    isa = rt.isa_flags()
+    if isa:
+        assert facts["isa"] == [" ".join(isa)]
+    assert facts["ai_edge_litert"][0].startswith(rt.find_runtime("ai_edge_litert").version)
+    assert "not loaded" in facts["tensorflow"][0]  # a lighter runtime runs: TensorFlow is not imported
+    assert facts["runtime"] == ["ai_edge_litert %s will run the models" % rt.find_runtime().version]
+    assert len(lines) == len(rt.device_checks())  # nothing else on stdout, no fact spread over two lines
+
+
+def test_check_mode_exits_3_when_the_edge_tpu_is_asked_for_and_missing():
+    if rt.libedgetpu_version() or rt.edgetpu_devices():
+        pytest.skip("this machine has an Edge TPU runtime or device")
+    done = run_check("--edgetpu")
+    assert done.returncode == 3
+    failed = [line for line in done.stdout.splitlines() if line.startswith("fail")]
+    assert any("libedgetpu" in line for line in failed) and any("edgetpu delegate" in line for line in failed)
+    assert "Traceback" not in done.stderr
+
+
+def test_host_rows_and_environment_carry_delegation_and_isa(tiny_tflite, tiny_dataset, tmp_path):
+    from edgecv.config import BenchConfig
+    from edgecv.measure.benchmark import benchmark_files, benchmark_tflite
+    from edgecv.measure.report import Report
+
+    row = benchmark_tflite(tiny_tflite["int8"], tiny_dataset, BenchConfig(warmup=1, runs=5))
+    assert row.details["delegation"]["fallback_ops"] == {"SOFTMAX": 1} and row.details["delegation"]["split"]
+    plain = benchmark_tflite(tiny_tflite["int8"], tiny_dataset, BenchConfig(warmup=1, runs=5), plain=True)
+    assert plain.details["delegation"]["delegate"] is None
+    report = benchmark_files([tiny_tflite["float32"]], tiny_dataset, BenchConfig(warmup=1, runs=5))
+    assert report.environment["isa"] == rt.isa_flags()
+    report.save(tmp_path / "r.json")
+    again = Report.load(tmp_path / "r.json")  # what a reader of the saved report gets back
+    assert again.environment["isa"] == rt.isa_flags()
+    assert again.stages[0].details["delegation"]["fallback_ops"] == {}

@@ -5,6 +5,7 @@ This one file is both ``edgecv.runtime`` (the host benchmark builds on it) and `
 
     python3 edgecv_bench.py                      # every .tflite beside it, on samples.npz beside it
     python3 edgecv_bench.py --edgetpu --models model_edgetpu.tflite --out coral.json
+    python3 edgecv_bench.py --check              # what this device has: one line per fact, exit 0 or 3
 
 It must run with only the standard library, numpy and one TFLite runtime (ai_edge_litert, tflite_runtime or
 tensorflow.lite), on Python 3.7+ and numpy 1.x or 2.x. It imports nothing from edgecv and never imports
@@ -18,8 +19,11 @@ state, and the tail is kept: p50, p90 and p99 with no outlier clipping.
 from __future__ import annotations
 
 import argparse
+import base64
+import glob
 import gzip
 import hashlib
+import io
 import json
 import os
 import platform
@@ -35,7 +39,24 @@ import numpy as np
 RUNTIMES = ("ai_edge_litert", "tflite_runtime", "tensorflow")
 SCHEMA = "edgecv.report/1"  # the host's report.json and the device's result share it: one reader serves both
 EDGETPU_LIBRARIES = {"Linux": "libedgetpu.so.1", "Darwin": "libedgetpu.1.dylib", "Windows": "edgetpu.dll"}
-EXIT_BAD_INPUT, EXIT_MISSING = 2, 3
+EXIT_BAD_INPUT, EXIT_MISSING = 2, 3  # edgecv.errors.ExitCode; this file imports nothing of edgecv
+# the distributions each runtime comes in (for versions read without importing, and "installed but broken")
+RUNTIME_DISTS = {"ai_edge_litert": ("ai-edge-litert",), "tflite_runtime": ("tflite-runtime",),
+                 "tensorflow": ("tensorflow", "tensorflow-cpu", "tensorflow-aarch64", "intel-tensorflow")}
+# The CPU features that decide which kernels XNNPACK (and ruy, TFLite's own int8 GEMM) pick, in the spelling
+# of Linux's /proc/cpuinfo. x86: AVX/AVX2/FMA (the float baseline), AVX-512, VNNI (int8 dot products, AVX-512
+# or AVX encoded), BF16, FP16 and AMX (tile matrix multiply). ARM: NEON ("asimd" on arm64, "neon" on 32-bit
+# kernels), fp16 arithmetic, dot product (int8), int8 matrix multiply, SVE/SVE2, BF16.
+ISA_FLAGS = ("avx", "avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "avx512_fp16", "amx_int8",
+             "amx_bf16", "neon", "asimd", "asimdhp", "asimddp", "i8mm", "sve", "sve2", "bf16")
+# A one-op float model (RELU over 4 values, op version 1, no metadata): proof that a runtime can build and run
+# an interpreter, which importing it is not (tflite-runtime built for numpy 1 imports under numpy 2, then fails)
+PROBE_MODEL = (
+    "GAAAAFRGTDMAAA4AFAAQAAwACAAAAAQADgAAABAAAAAoAAAAFAEAAAMAAAADAAAAFAAAAAwAAAAEAAAAIP///yT///8o////AQAA"
+    "ABAAAAAMABQAEAAMAAgABAAMAAAAEAAAADwAAABAAAAARAAAAAEAAAAQAAAAAAAKAAwAAAAIAAQACgAAAAgAAAAMAAAAAQAAAAEA"
+    "AAABAAAAAAAAAAEAAAABAAAAAQAAAAAAAAACAAAAUAAAAAQAAADO////AAAAARAAAAAQAAAAAgAAABAAAAC4////AQAAAHkAAAAC"
+    "AAAAAQAAAAQAAAAAABYAGAAUAAAAEAAMAAgAAAAAAAAABwAWAAAAAAAAARQAAAAUAAAAAQAAABQAAAAEAAQABAAAAAEAAAB4AAAA"
+    "AgAAAAEAAAAEAAAAAQAAABAAAAAMAAwACwAAAAAABAAMAAAAEwAAAAAAABM=")
 
 
 class RuntimeMissing(Exception):
@@ -58,15 +79,53 @@ class Runtime(object):
 
 
 def find_runtime(preferred=None):
-    """The first importable runtime of ``preferred`` (or all, in the order of ``RUNTIMES``)."""
+    """The first runtime of ``preferred`` (or all, in the order of ``RUNTIMES``) that imports and runs a model."""
     names = [preferred] if preferred else list(RUNTIMES)
     failures = []
     for name in names:
         try:
-            return _import_runtime(name)
+            runtime = _import_runtime(name)
         except Exception as e:  # tflite_runtime built for numpy 1 fails under numpy 2 with varied errors
-            failures.append("%s: %s" % (name, str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__))
+            failures.append("%s: %s" % (name, _first_line(e)))
+            continue
+        problem = runs_a_model(runtime)
+        if problem is None:
+            return runtime
+        failures.append("%s %s: imports, but cannot run a model (%s)" % (name, runtime.version, problem))
     raise RuntimeMissing("no TFLite runtime could be loaded (" + "; ".join(failures) + ")")
+
+
+def _first_line(error):
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+_PROBED = {}  # runtime name -> None (runs) or why not: probed once per process
+
+
+def runs_a_model(runtime):
+    """None when ``runtime`` builds and runs an interpreter on ``PROBE_MODEL`` with the right answer, else why not."""
+    if runtime.name not in _PROBED:
+        _PROBED[runtime.name] = _probe(runtime)
+    return _PROBED[runtime.name]
+
+
+def _probe(runtime):
+    stderr, sys.stderr = sys.stderr, io.StringIO()  # numpy prints a page about modules built for numpy 1
+    try:
+        model = TFLiteModel(content=base64.b64decode(PROBE_MODEL), runtime=runtime, plain=True)
+        model.set_input(np.array([-1.0, 0.0, 2.0, -3.0], dtype=np.float32))
+        model.invoke()
+        if not np.array_equal(model.output_scores(), np.array([0.0, 0.0, 2.0, 0.0], dtype=np.float32)):
+            return "a one-op model gave a wrong answer"
+    except Exception as e:  # SystemError, ImportError, ValueError: whatever the binding raises
+        while e.__cause__ is not None:  # "SystemError: ... returned a result with an exception set" hides why
+            e = e.__cause__
+        return _first_line(e) + (" (tflite-runtime is built for numpy 1.x; this is numpy %s)" % np.__version__
+                                 if runtime.name == "tflite_runtime" and _major(np.__version__) >= 2 else "")
+    finally:
+        sys.stderr = stderr
+    return None
 
 
 def _import_runtime(name):
@@ -104,16 +163,22 @@ def _dist_version(dist):
 class TFLiteModel(object):
     """One interpreter with batch-1 input, and the conversion of raw pixels into its input layout."""
 
-    def __init__(self, path=None, content=None, threads=1, runtime=None, delegates=None, plain=False):
-        """``plain``: no default delegate (XNNPACK), so that every op and tensor of the graph stays visible."""
+    def __init__(self, path=None, content=None, threads=1, runtime=None, delegates=None, plain=False,
+                 delegate_name=None):
+        """``plain``: no default delegate (XNNPACK), so that every op and tensor of the graph stays visible.
+        ``delegate_name`` names ``delegates`` in the delegation record ("Edge TPU"); ``self.delegate`` is what
+        the interpreter was asked to use: that name, "XNNPACK" (the runtime's default delegate) or None (plain)."""
         self.runtime = runtime or find_runtime()
         kwargs = {"num_threads": threads}
+        self.delegate = "XNNPACK"
         if delegates:
             kwargs["experimental_delegates"] = delegates
+            self.delegate = delegate_name or "external delegate"
         if plain:
             resolver = getattr(sys.modules[self.runtime.interpreter_cls.__module__], "OpResolverType", None)
             if resolver is not None:
                 kwargs["experimental_op_resolver_type"] = resolver.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+                self.delegate = None if not delegates else self.delegate
         if content is not None:
             kwargs["model_content"] = content
         else:
@@ -357,6 +422,83 @@ def graph_stats(interpreter):
             "ops": per_op, "custom_ops": custom}
 
 
+QUANTIZED_DTYPES = ("int8", "uint8", "int16")
+
+
+def delegation(interpreter, delegate="XNNPACK"):
+    """Which ops of the graph the delegate took and which stayed on TFLite's own (builtin) kernels.
+
+    Read from the interpreter as built, so call it on the one that is timed. ai-edge-litert, tflite-runtime
+    and tf.lite list every op of the model and, after them, one DELEGATE node per partition the delegate
+    took, whose inputs and outputs are the partition's boundary; an op belongs to a partition when it lies
+    between the two. ``delegate`` is what the interpreter was asked to use (None: none, a plain interpreter).
+
+    Returns ``{"delegate", "partitions", "delegated_ops", "delegated_by_op", "fallback_ops", "quantized",
+    "split"}``: ``fallback_ops`` counts the ops on the builtin kernels by op name; ``quantized`` is whether
+    the activations are 8- or 16-bit integers; ``split`` is a quantized graph that runs partly in the
+    delegate and partly outside it (each boundary hands tensors over, and the fallback kernels are slower).
+    None when the runtime hides its op list, or only shows the delegate's nodes.
+    """
+    try:
+        ops = interpreter._get_ops_details()
+        dtypes = dict((int(d["index"]), np.dtype(d["dtype"]).name) for d in interpreter.get_tensor_details())
+        graph_inputs = [int(d["index"]) for d in interpreter.get_input_details()]
+    except Exception:
+        return None
+    nodes = [op for op in ops if op["op_name"] != "DELEGATE"]
+    partitions = [op for op in ops if op["op_name"] == "DELEGATE"]
+    producer = dict((int(t), op) for op in nodes for t in op["outputs"])
+    taken = set()
+    for part in partitions:
+        boundary = set(int(t) for t in part["inputs"])
+        todo = [int(t) for t in part["outputs"]]
+        if any(t not in producer for t in todo):
+            return None  # the ops inside the partition are not listed
+        while todo:
+            tensor = todo.pop()
+            op = producer.get(tensor)
+            if tensor in boundary or op is None or int(op["index"]) in taken:
+                continue
+            taken.add(int(op["index"]))
+            todo.extend(int(t) for t in op["inputs"] if t >= 0)
+    delegated, fallback = {}, {}
+    for op in nodes:
+        counts = delegated if int(op["index"]) in taken else fallback
+        counts[str(op["op_name"])] = counts.get(str(op["op_name"]), 0) + 1
+    activations = set(graph_inputs) | set(producer)
+    quantized = any(dtypes.get(t) in QUANTIZED_DTYPES for t in activations)
+    return {"delegate": delegate, "partitions": len(partitions), "delegated_ops": len(taken),
+            "delegated_by_op": delegated, "fallback_ops": fallback, "quantized": quantized,
+            "split": bool(quantized and taken and fallback)}
+
+
+def _counted(ops):
+    return ", ".join(op if n == 1 else "%s x%d" % (op, n) for op, n in sorted(ops.items()))
+
+
+def delegation_summary(record):
+    """One cell for a table: "XNNPACK 4/5 ops (1 partition); SOFTMAX on TFLite's kernels", "" when unknown."""
+    if not record:
+        return ""
+    total = record["delegated_ops"] + sum(record["fallback_ops"].values())
+    if record["delegate"] is None:
+        return "no delegate: %d ops on TFLite's kernels" % total
+    text = "%s %d/%d ops (%d partition%s)" % (record["delegate"], record["delegated_ops"], total,
+                                             record["partitions"], "" if record["partitions"] == 1 else "s")
+    if record["fallback_ops"] and record["delegated_ops"]:
+        text += "; %s on TFLite's kernels" % _counted(record["fallback_ops"])
+    return text
+
+
+def delegation_warning(record):
+    """One line for a quantized graph the delegate split (a ``delegation`` record), or None."""
+    if not record or not record.get("split"):
+        return None
+    return ("quantized graph split: %s runs %d op(s) in %d partition(s), %s fall back to TFLite's own kernels"
+            % (record["delegate"] or "the delegate", record["delegated_ops"], record["partitions"],
+               _counted(record["fallback_ops"])))
+
+
 def macs_by_op(stats):
     """Total MACs per op type, the op types that have any."""
     totals = {}
@@ -374,7 +516,8 @@ def file_sizes(data):
 def benchmark_tflite(path, images, labels, threads=1, warmup=10, runs=200, runtime=None, delegates=None,
                      name=None, on_step=None, model=None, prepared=None, keep_predictions=False):
     """Benchmarks one ``.tflite`` file: accuracy over all ``images``, batch-1 latency, size, weights, MACs
-    and peak activation memory (see ``graph_stats``).
+    and peak activation memory (see ``graph_stats``), and which ops the delegate ran (``details["delegation"]``,
+    see ``delegation``), read from the interpreter that was timed.
 
     ``images`` are raw pixels; each model gets them in its own input layout. Returns a JSON-ready record.
     ``on_step(phase, done, total)`` reports progress through the latency and accuracy loops. ``model`` is a
@@ -421,6 +564,8 @@ def benchmark_tflite(path, images, labels, threads=1, warmup=10, runs=200, runti
     }
     if stats and stats["macs"]:
         record["details"]["macs_by_op"] = macs_by_op(stats)
+    # the interpreter that was timed, as it was built: its delegate, its partitions
+    record["details"]["delegation"] = delegation(model.interpreter, getattr(model, "delegate", "XNNPACK"))
     if keep_predictions:
         record["details"]["predictions"] = [int(p) for p in predictions]
     return record
@@ -437,7 +582,41 @@ def environment(runtime=None, threads=None):
         "numpy": np.__version__,
         "runtime": runtime.describe() if runtime else None,
         "threads": threads,
+        "isa": isa_flags(),
     }
+
+
+def parse_isa_flags(cpuinfo, machine=None):
+    """The ``ISA_FLAGS`` a /proc/cpuinfo text names ("flags" on x86, "Features" on ARM), in that order, keeping
+    those every CPU listed has; None when the text has no such line. With ``machine`` (``platform.machine()``),
+    only the line of that architecture counts: under qemu-user an arm64 Python can read the x86 host's text."""
+    keys = ("flags", "features")
+    if machine:
+        arm = machine.lower().startswith(("arm", "aarch64"))
+        x86 = machine.lower() in ("x86_64", "amd64", "i386", "i686", "x86")
+        keys = ("features",) if arm else ("flags",) if x86 else keys
+    common = None
+    for line in cpuinfo.splitlines():
+        key, sep, value = line.partition(":")
+        if sep and key.strip().lower() in keys:
+            flags = set(value.split())
+            common = flags if common is None else common & flags
+    if common is None:
+        return None
+    return [flag for flag in ISA_FLAGS if flag in common]
+
+
+def isa_flags(path="/proc/cpuinfo"):
+    """The CPU flags that decide kernel choice (``ISA_FLAGS`` present here), or None where unreadable."""
+    text = _read(path)
+    return parse_isa_flags(text, platform.machine()) if text else None
+
+
+def _major(version):
+    try:
+        return int(str(version).split(".")[0])
+    except ValueError:
+        return 0
 
 
 def _cpu_model():
@@ -564,6 +743,155 @@ def device_info(runtime, threads, edgetpu=False):
     return env
 
 
+# --- the device's own check (--check): one line per fact, exit 0, or 3 when no runtime can run -------
+
+OK, WARN, FAIL = "ok", "warn", "fail"
+# Coral's USB Accelerator before (Global Unichip) and after (Google) its firmware is loaded, as lsusb shows it
+EDGETPU_USB_IDS = {("1a6e", "089a"): "USB Accelerator (firmware not loaded yet)", ("18d1", "9302"): "USB Accelerator"}
+
+
+def _fact(name, status, value, note=""):
+    return {"name": name, "status": status, "value": value, "note": note}
+
+
+def installed_version(name):
+    """The version of a runtime's distribution as installed (read without importing it), or None."""
+    for dist in RUNTIME_DISTS.get(name, (name,)):
+        version = _dist_version(dist)
+        if version:
+            return version
+    return None
+
+
+def runtime_facts(load_tensorflow=True):
+    """(facts, runtimes that run a model): each runtime of ``RUNTIMES`` imported and probed with a one-op model.
+    TensorFlow is only loaded when no lighter runtime runs and ``load_tensorflow`` (it takes seconds, and
+    the host's doctor never loads it); otherwise its version is read from its distribution."""
+    facts, usable = [], []
+    for name in RUNTIMES:
+        installed = installed_version(name)
+        if name == "tensorflow" and (usable or not load_tensorflow):
+            note = "not loaded: a lighter runtime runs" if usable else "not loaded"
+            facts.append(_fact(name, OK, installed or "not installed", note if installed else ""))
+            continue
+        try:
+            runtime = _import_runtime(name)
+        except Exception as e:
+            if installed is None and isinstance(e, ImportError):
+                facts.append(_fact(name, OK, "not installed"))
+            else:
+                facts.append(_fact(name, WARN, "%s cannot be imported" % (installed or "installed"), _first_line(e)))
+            continue
+        problem = runs_a_model(runtime)
+        if problem is None:
+            usable.append(runtime)
+            facts.append(_fact(name, OK, "%s runs a model" % runtime.version))
+        else:
+            facts.append(_fact(name, WARN, "%s imports, but cannot run a model" % runtime.version, problem))
+    return facts, usable
+
+
+def known_bad_pairings(python, numpy_version, tflite_runtime, pycoral=None, runtime=None, libedgetpu=None):
+    """Known-bad pairings among what is installed (versions as strings, None where absent), one sentence each.
+    ``runtime`` is the one that will drive an Edge TPU (pass it only when libedgetpu or --edgetpu is in play):
+    its pairing with ``libedgetpu`` is judged by ``pairing_warning``."""
+    bad = []
+    if tflite_runtime and _major(numpy_version) >= 2:
+        bad.append("tflite-runtime %s is built for numpy 1.x and fails under numpy %s: pip install 'numpy<2'"
+                   % (tflite_runtime, numpy_version))
+    if tflite_runtime and tuple(int(v) for v in python.split(".")[:2]) >= (3, 12):
+        bad.append("tflite-runtime has no builds for Python 3.12+ (its last release, 2.14, stops at 3.11); "
+                   "this is Python %s: use ai-edge-litert" % python)
+    if pycoral and tflite_runtime and not str(tflite_runtime).startswith("2.5.0"):
+        bad.append("pycoral %s pins tflite-runtime 2.5.0.post1, not %s" % (pycoral, tflite_runtime))
+    if runtime is not None:
+        warning = pairing_warning(runtime, libedgetpu)
+        if warning:
+            bad.append(warning)
+    return bad
+
+
+def edgetpu_devices():
+    """Coral devices present: USB Accelerators by their USB ids, PCIe/M.2 ones by /dev/apex_N."""
+    found = []
+    for folder in sorted(glob.glob("/sys/bus/usb/devices/*")):
+        ids = (_read(os.path.join(folder, "idVendor")), _read(os.path.join(folder, "idProduct")))
+        if ids in EDGETPU_USB_IDS:
+            found.append("%s %s:%s" % (EDGETPU_USB_IDS[ids], ids[0], ids[1]))
+    return found + ["PCIe %s" % d for d in sorted(glob.glob("/dev/apex_*"))]
+
+
+def _libedgetpu_file():
+    try:
+        import ctypes.util
+
+        return ctypes.util.find_library("edgetpu")
+    except Exception:  # find_library runs ldconfig or a compiler; neither may be there
+        return None
+
+
+def device_checks(edgetpu=False, preferred=None, load_tensorflow=True):
+    """What this machine has for running TFLite models: a list of ``{"name", "status", "value", "note"}``,
+    status "ok", "warn" or "fail". "fail" only when the benchmark cannot run here: no runtime runs a model
+    (or ``preferred`` does not), or ``edgetpu`` is asked for and the Edge TPU library, device or delegate is
+    missing."""
+    isa = isa_flags()
+    if isa is None:
+        isa_value = "unknown (/proc/cpuinfo unreadable)"
+    else:
+        isa_value = " ".join(isa) if isa else "none of " + " ".join(ISA_FLAGS)
+    facts = [
+        _fact("python", OK, "%s (%s)" % (platform.python_version(), sys.executable)),
+        _fact("os", OK, "%s; %s %s %s" % (_os_name(), platform.system(), platform.release(), platform.machine())),
+        _fact("board", OK, _read("/proc/device-tree/model") or "none named (no /proc/device-tree/model)"),
+        _fact("cpu", OK, "%s, %s cores" % (_cpu_model() or "unknown model", os.cpu_count())),
+        _fact("isa", OK, isa_value),
+        _fact("numpy", OK, np.__version__),
+    ]
+    runtimes, usable = runtime_facts(load_tensorflow)
+    facts += runtimes
+    chosen = [r for r in usable if r.name == preferred] if preferred else usable
+    runtime = chosen[0] if chosen else None
+    package = libedgetpu_version()
+    library = _libedgetpu_file()
+    found = (["%s %s" % (package["package"], package["version"])] if package else []) + ([library] if library else [])
+    facts.append(_fact("libedgetpu", FAIL if edgetpu and not found else OK, ", ".join(found) or "not installed",
+                       "needed for --edgetpu" if edgetpu and not found else ""))
+    devices = edgetpu_devices()
+    facts.append(_fact("edgetpu device", FAIL if edgetpu and not devices else OK, ", ".join(devices) or "none found"))
+    pycoral = _dist_version("pycoral")
+    facts.append(_fact("pycoral", OK, pycoral or "not installed"))
+    bad = known_bad_pairings(platform.python_version(), np.__version__, installed_version("tflite_runtime"), pycoral,
+                             runtime if (package or library or edgetpu) else None, package)
+    facts += [_fact("pairing", WARN, sentence) for sentence in bad] or [_fact("pairing", OK, "no known-bad pairing")]
+    if edgetpu and runtime is not None:
+        try:
+            load_edgetpu_delegate(runtime)
+            facts.append(_fact("edgetpu delegate", OK, "loads with %s %s" % (runtime.name, runtime.version)))
+        except DelegateMissing as e:
+            facts.append(_fact("edgetpu delegate", FAIL, "does not load", str(e)))
+    if runtime is not None:
+        facts.append(_fact("runtime", OK, "%s %s will run the models" % (runtime.name, runtime.version)))
+    else:
+        facts.append(_fact("runtime", FAIL, "%s cannot run a model" % preferred if preferred else
+                           "none of %s can run a model" % ", ".join(RUNTIMES),
+                           "pip install ai-edge-litert, or tflite-runtime with numpy<2 on Python 3.11 or older"))
+    return facts
+
+
+def format_fact(fact):
+    return "%-4s  %-16s %s%s" % (fact["status"], fact["name"], fact["value"],
+                                 "  (%s)" % fact["note"] if fact["note"] else "")
+
+
+def run_check(edgetpu=False, preferred=None):
+    """``--check``: prints one line per fact; EXIT_MISSING when one failed, else 0."""
+    facts = device_checks(edgetpu, preferred)
+    for fact in facts:
+        sys.stdout.write(format_fact(fact) + "\n")
+    return EXIT_MISSING if any(f["status"] == FAIL for f in facts) else 0
+
+
 def sample_key(model_path):
     """Name of a model's prepared inputs in a sample file: ``input__<file stem>``."""
     return "input__" + os.path.splitext(os.path.basename(str(model_path)))[0]
@@ -608,7 +936,8 @@ def run_device(models, samples, runtime, threads=1, warmup=10, runs=200, edgetpu
     for path in models:
         if on_model is not None:
             on_model(path)
-        model = TFLiteModel(path, threads=threads, runtime=runtime, delegates=delegates)
+        model = TFLiteModel(path, threads=threads, runtime=runtime, delegates=delegates,
+                            delegate_name="Edge TPU" if edgetpu else None)
         # the kit's copy in this model's layout; without one, the raw pixels are converted here
         record = benchmark_tflite(path, images, labels, threads, warmup, runs, model=model,
                                   prepared=samples.get(sample_key(path)), keep_predictions=True)
@@ -622,35 +951,49 @@ def run_device(models, samples, runtime, threads=1, warmup=10, runs=200, edgetpu
             "edgecv": manifest.get("edgecv", ""), "created": datetime.now().astimezone().isoformat(timespec="seconds")}
 
 
-def main(argv=None):
+def _parser():
     here = os.path.dirname(os.path.abspath(__file__))
     parser = argparse.ArgumentParser(description="Benchmark TFLite models on this device (edgecv device kit).")
     parser.add_argument("--models", nargs="+", help="model files (default: every .tflite beside this script)")
     parser.add_argument("--samples", default=os.path.join(here, "samples.npz"), help="sample file from the kit")
-    parser.add_argument("--runtime", choices=RUNTIMES, help="default: the first of %s installed" % ", ".join(RUNTIMES))
+    parser.add_argument("--runtime", choices=RUNTIMES, help="default: the first of %s that runs" % ", ".join(RUNTIMES))
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--runs", type=int, default=200)
     parser.add_argument("--edgetpu", action="store_true", help="load the Edge TPU delegate")
     parser.add_argument("--out", help="result JSON (default: result-<host>-<runtime>.json in the current folder)")
-    args = parser.parse_args(argv)
+    parser.add_argument("--check", action="store_true",
+                        help="only say what this device has (Python, OS, numpy, runtimes, libedgetpu, CPU and its "
+                             "ISA flags, known-bad pairings), one line each; exit 3 when no runtime can run")
+    return parser
 
-    def fail(code, message):
-        sys.stderr.write("error: %s\n" % message)
-        return code
 
+def _fail(code, message):
+    sys.stderr.write("error: %s\n" % message)
+    return code
+
+
+def main(argv=None):
+    args = _parser().parse_args(argv)
+    if args.check:
+        return run_check(args.edgetpu, args.runtime)
+    return _benchmark(args)
+
+
+def _benchmark(args):
+    here = os.path.dirname(os.path.abspath(__file__))
     if args.threads < 1 or args.runs < 1 or args.warmup < 0:
-        return fail(EXIT_BAD_INPUT, "threads and runs must be >= 1 and warm-up >= 0")
+        return _fail(EXIT_BAD_INPUT, "threads and runs must be >= 1 and warm-up >= 0")
     models = args.models or sorted(os.path.join(here, f) for f in os.listdir(here) if f.endswith(".tflite"))
     if not models:
-        return fail(EXIT_BAD_INPUT, "no .tflite model given or found beside %s" % __file__)
+        return _fail(EXIT_BAD_INPUT, "no .tflite model given or found beside %s" % __file__)
     for path in models + [args.samples]:
         if not os.path.isfile(path):
-            return fail(EXIT_BAD_INPUT, "%s does not exist" % path)
+            return _fail(EXIT_BAD_INPUT, "%s does not exist" % path)
     try:
         samples = load_samples(args.samples)
     except (OSError, ValueError) as e:
-        return fail(EXIT_BAD_INPUT, "cannot read sample file %s: %s" % (args.samples, e))
+        return _fail(EXIT_BAD_INPUT, "cannot read sample file %s: %s" % (args.samples, e))
     manifest = {}
     manifest_path = os.path.join(os.path.dirname(os.path.abspath(args.samples)), "kit.json")
     if os.path.isfile(manifest_path):
@@ -658,24 +1001,26 @@ def main(argv=None):
             with open(manifest_path) as f:
                 manifest = json.load(f)
         except (OSError, ValueError) as e:
-            return fail(EXIT_BAD_INPUT, "cannot read %s: %s" % (manifest_path, e))
+            return _fail(EXIT_BAD_INPUT, "cannot read %s: %s" % (manifest_path, e))
         if not isinstance(manifest, dict):
-            return fail(EXIT_BAD_INPUT, "%s is not a kit manifest" % manifest_path)
+            return _fail(EXIT_BAD_INPUT, "%s is not a kit manifest" % manifest_path)
     out_dir = os.path.dirname(os.path.abspath(args.out)) if args.out else os.getcwd()
     if not os.path.isdir(out_dir) or not os.access(out_dir, os.W_OK):
-        return fail(EXIT_BAD_INPUT, "cannot write the result into %s" % out_dir)  # checked before the work
+        return _fail(EXIT_BAD_INPUT, "cannot write the result into %s" % out_dir)  # checked before the work
     try:
         runtime = find_runtime(args.runtime)
         report = run_device(models, samples, runtime, args.threads, args.warmup, args.runs, args.edgetpu, manifest,
                             on_model=lambda p: sys.stderr.write("benchmarking %s\n" % os.path.basename(p)))
     except (RuntimeMissing, DelegateMissing) as e:
-        return fail(EXIT_MISSING, str(e))
+        return _fail(EXIT_MISSING, str(e))
     except (ValueError, RuntimeError) as e:  # the interpreter's words for a model it cannot load or run
-        return fail(EXIT_BAD_INPUT, str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__)
+        return _fail(EXIT_BAD_INPUT, _first_line(e))
     out = args.out or "result-%s-%s.json" % (socket.gethostname(), runtime.name)
     _atomic_write(out, json.dumps(report, indent=2) + "\n")
-    warning = report["environment"]["device"].get("pairing_warning")
-    if warning:
+    warnings = [report["environment"]["device"].get("pairing_warning")]
+    warnings += ["%s: %s" % (stage["model"], delegation_warning(stage["details"].get("delegation")))
+                 for stage in report["stages"] if delegation_warning(stage["details"].get("delegation"))]
+    for warning in filter(None, warnings):
         sys.stderr.write("warning: %s\n" % warning)
     for stage in report["stages"]:
         sys.stdout.write("%-32s acc %6.2f %%  p50 %8.4f ms  p90 %8.4f ms  first %8.3f ms\n" % (

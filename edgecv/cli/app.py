@@ -66,6 +66,7 @@ COMMANDS = [  # (typer app, command name, function): the whole command surface i
     (device_app, "merge", device.merge),
     (device_app, "emulate", device.emulate),
     (app, "edgetpu", device.edgetpu),
+    (app, "doctor", device.doctor),
 ]
 for _app, _name, _fn in COMMANDS:
     _app.command(_name)(cli_errors(_fn))

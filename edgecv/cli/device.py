@@ -81,3 +81,20 @@ def edgetpu(
         first = next((o.reason for o in report.ops if o.reason), "no op maps")
         raise GateFailed(f"no op of {model.name} would run on the Edge TPU ({first}): convert it with "
                          "edgecv quantize --mode int8 --io-type uint8")
+
+
+def doctor(
+    edgetpu: bool = opt.flag("--edgetpu", help="Require the Edge TPU library, a device and its delegate."),
+    as_json: bool = opt.Json,
+):
+    """What this machine can run: Python, OS, numpy, each TFLite runtime, libedgetpu, known-bad pairings, CPU
+    and ISA flags, the pinned stack; one line each, exit 3 when something needed is missing."""
+    from edgecv.device.doctor import diagnose
+
+    diagnosis = diagnose(edgetpu)
+    if as_json:
+        ui.show_json(diagnosis.to_dict())
+    else:
+        ui.show_diagnosis(diagnosis)
+    if diagnosis.failed:
+        raise typer.Exit(diagnosis.exit_code)

@@ -12,6 +12,7 @@ from rich.markup import escape
 from rich.table import Column
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
+from rich.text import Text
 
 from edgecv.measure.report import Report, columns
 from edgecv.progress import Progress as Event
@@ -88,9 +89,8 @@ def show_report(report: Report, as_json: bool = False, title: str | None = None,
         show_json(report.to_dict())
         return
     show(report_table(report, title, wide))
-    for stage in report.stages:
-        if stage.reason:
-            show(f"{stage.stage}: {stage.status}: {stage.reason}")
+    for line in report.notes():
+        show(line)
 
 
 def gate_table(criteria: list[dict], title: str) -> Table:
@@ -190,7 +190,9 @@ def show_merged(merged) -> None:
     for i, device in enumerate(merged.devices):
         data = device.report.data
         warning = (device.report.environment.get("device") or {}).get("pairing_warning")
+        isa = device.report.environment.get("isa")
         show(f"[{i + 1}] {device.label}: {data.get('test_images', '?')} images"
+             + (f"; ISA {' '.join(isa)}" if isa else "")
              + ("; EMULATED: latency (*) not meaningful" if device.emulated else "")
              + (f"; warning: {warning}" if warning else ""))
     if merged.compared():
@@ -210,6 +212,8 @@ def edgetpu_table(report, title: str) -> Table:
 def show_edgetpu(report, model_name: str) -> None:
     how = "edgetpu_compiler" if report.method == "compiler" else "static check (edgetpu_compiler not on PATH)"
     show(edgetpu_table(report, f"{model_name}: {how}"))
+    if report.refused:
+        show(f"refused: {report.refused}")
     for o in report.unmapped():
         show(f"op {o.index} {o.op}: {o.reason}")
     show(f"{report.tpu_ops} ops on the Edge TPU, {report.cpu_ops} on the CPU"
@@ -292,3 +296,10 @@ def show_gate(result, model_name: str, as_json: bool, junit=None, output=None) -
 def _points(drop: float) -> str:
     """A drop said in words: "0.20 points lower", never a signed "+0.20" that reads as a gain."""
     return f"{abs(drop):.2f} points {'lower' if drop > 0 else 'higher'}" if abs(drop) >= 0.005 else "as accurate"
+
+
+def show_diagnosis(diagnosis) -> None:
+    """``doctor``: one line per check (the device script's ``--check`` format), a failure in red."""
+    colour = {"warn": "yellow", "fail": "red"}
+    for check in diagnosis.checks:
+        show(Text(check.line(), style=colour.get(check.status, "")))

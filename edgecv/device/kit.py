@@ -183,7 +183,7 @@ def _cell_dict(stage, differences=None):
     latency = stage.latency or {}
     cell = {"accuracy": stage.accuracy, "p50_ms": latency.get("p50_ms"), "p90_ms": latency.get("p90_ms"),
             "first_ms": latency.get("first_ms"), "size_bytes": stage.size_bytes, "gzip_bytes": stage.gzip_bytes,
-            "status": stage.status, "runtime": stage.runtime}
+            "status": stage.status, "runtime": stage.runtime, "delegation": stage.details.get("delegation")}
     if differences is not None:
         cell["top1_differs"], cell["top1_compared"], cell["top1_reference"] = differences
     return cell

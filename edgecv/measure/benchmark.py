@@ -52,7 +52,8 @@ def benchmark_tflite(
     path: str | Path, dataset: Dataset, config: BenchConfig = BenchConfig(), on_progress: ProgressFn = ignore,
     name: str | None = None, runtime: rt.Runtime | None = None, plain: bool = False,
 ) -> StageResult:
-    """``plain``: without the runtime's default delegate (XNNPACK), on TFLite's own kernels."""
+    """``plain``: without the runtime's default delegate (XNNPACK), on TFLite's own kernels. The row's
+    ``details["delegation"]`` says which ops the delegate ran on the interpreter that was timed."""
     path = Path(path)
     x, y = scoring_images(dataset, config)
     task = f"benchmark {name or path.stem}"
@@ -74,7 +75,7 @@ def benchmark_keras(
 ) -> StageResult:
     """Keras float: accuracy in batches, latency of single images through a compiled ``tf.function``.
 
-    MACs are counted layer by layer (:mod:`edgecv.macs`); the peak memory is left to the TFLite rows, where a
+    MACs are counted layer by layer (:mod:`edgecv.measure.macs`); the peak memory is left to the TFLite rows, where a
     runtime plans it."""
     from edgecv._tf import tf
     from edgecv.measure.macs import total_macs
@@ -133,7 +134,8 @@ def benchmark_file(
 
 
 def host_environment(runtime: rt.Runtime | None, threads: int | None) -> dict:
-    """The device-side environment plus the host's TensorFlow stack."""
+    """The device-side environment (Python, OS, CPU and its ISA flags under ``"isa"``, numpy, the runtime; see
+    ``edgecv.runtime.environment``) plus the host's TensorFlow stack."""
     env = rt.environment(runtime, threads)
     env["edgecv"] = __version__
     from importlib.metadata import PackageNotFoundError, version

@@ -87,6 +87,14 @@ def _mmacs(v):
     return "" if v is None else f"{v / 1e6:,.2f}"
 
 
+def _delegated(record: dict | None) -> str:
+    """How much of the graph the delegate took: "XNNPACK 6/7", "none 7/7" on TFLite's own kernels."""
+    if not record:
+        return ""
+    total = record["delegated_ops"] + sum(record["fallback_ops"].values())
+    return f"{record['delegate'] or 'none'} {record['delegated_ops'] if record['delegate'] else total}/{total}"
+
+
 COLUMNS = [
     ("stage", lambda s: s.stage),
     ("acc %", lambda s: _pct(s.accuracy)),
@@ -99,6 +107,7 @@ COLUMNS = [
     ("KB", lambda s: _kb(s.size_bytes)),
     ("gzip KB", lambda s: _kb(s.gzip_bytes)),
     ("peak KB", lambda s: _kb(s.peak_memory_bytes)),
+    ("delegated ops", lambda s: _delegated(s.details.get("delegation"))),
     ("status", lambda s: s.status.value),
 ]
 # what fits an 80-column terminal; the rest is in report.md, report.json and behind --wide
@@ -129,6 +138,18 @@ class Report:
 
     def stage(self, name: str) -> StageResult | None:
         return next((s for s in self.stages if s.stage == name), None)
+
+    def notes(self) -> list[str]:
+        """What a reader must not miss below the table: failed or skipped stages, and quantized graphs that the
+        delegate split (their fallback ops run on TFLite's slower kernels)."""
+        from edgecv import runtime as rt
+
+        notes = [f"{s.stage}: {s.status}: {s.reason}" for s in self.stages if s.reason]
+        for s in self.stages:
+            warning = rt.delegation_warning(s.details.get("delegation"))
+            if warning:
+                notes.append(f"{s.stage}: {warning}")
+        return notes
 
     def rows(self, wide: bool = True) -> list[list[str]]:
         return [[read(s) for _, read in columns(wide)] for s in self.stages]
@@ -171,7 +192,7 @@ class Report:
         headers = [h for h, _ in COLUMNS]
         lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
         lines += ["| " + " | ".join(row) + " |" for row in self.rows()]
-        lines += [""] + [f"- {s.stage}: {s.status}: {s.reason}" for s in self.stages if s.reason]
+        lines += [""] + [f"- {note}" for note in self.notes()]
         env = self.environment
         runtime = env.get("runtime") or {}
         meta = [

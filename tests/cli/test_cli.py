@@ -245,3 +245,15 @@ def test_compress_table_fits_80_columns_and_wide_shows_all(tmp_path, image_folde
     header = next(line for line in wide.stdout.splitlines() if "stage" in line)
     assert all(name.split()[0] in header for name, _ in COLUMNS), header
     assert "tflite float32" in wide.stdout and "reused from an earlier run" in wide.stderr  # the rerun said so
+
+
+def test_doctor_says_one_line_per_fact_and_fails_a_missing_edge_tpu():
+    ok = run("doctor")
+    assert ok.exit_code == 0, ok.output
+    lines = [line for line in ok.stdout.splitlines() if line.strip()]
+    assert any(line.split()[1] == "ai_edge_litert" for line in lines) and any(" isa " in f" {line} " for line in lines)
+    assert all(line.split()[0] in ("ok", "warn", "fail") for line in lines)
+    tpu = run("doctor", "--edgetpu", "--json")
+    checks = json.loads(tpu.stdout)["checks"]
+    assert {"libedgetpu", "edgetpu device"} <= {c["name"] for c in checks}
+    assert tpu.exit_code == (3 if any(c["status"] == "fail" for c in checks) else 0)  # 3 on a machine without one

@@ -13,7 +13,8 @@ from typer.testing import CliRunner
 
 from edgecv._tf import keras
 from edgecv.cli.app import app
-from edgecv.device.edgetpu import AFTER_CUT, DATA_TYPE, MAPPED, NOT_SUPPORTED, check_model, parse_log, parse_summary, static_report
+from edgecv.device.edgetpu import (AFTER_CUT, DATA_TYPE, MAPPED, MAX_OP_VERSIONS, NOT_SUPPORTED, UNPARSED, VERSION,
+                                    check_model, parse_log, parse_summary, static_report, too_new_for_compiler)
 from edgecv.errors import DataError
 from edgecv.compress.quantize import convert
 
@@ -156,3 +157,53 @@ def test_cli_reports_and_refuses(models, tmp_path):
     assert missing.exit_code == 2 and "does not exist" in missing.stderr
     with pytest.raises(DataError):
         static_report(models / "nothing.tflite")
+
+
+# --- op versions: compiler 16 refuses a model holding an op version its TFLite does not know ------------------
+
+
+def test_op_versions_are_read_from_the_file(models):
+    from ai_edge_litert.tools import flatbuffer_utils
+
+    report = static_report(models / "int8_uint8io.tflite")
+    assert report.op_versions_note.startswith("read from the file") and not report.refused
+    model = flatbuffer_utils.read_model(str(models / "int8_uint8io.tflite"))
+    codes = model.operatorCodes
+    assert [o.version for o in report.ops] == [codes[op.opcodeIndex].version for op in model.subgraphs[0].operators]
+    assert all(o.version <= MAX_OP_VERSIONS[o.op] for o in report.ops)
+
+
+def test_the_version_rule_on_a_parsed_op_list():
+    ops = [("CONV_2D", 5), ("CONV_2D", 6), ("QUANTIZE", 3), ("QUANTIZE", 2), ("GELU", 1), ("FULLY_CONNECTED", None)]
+    flagged = too_new_for_compiler(ops)
+    assert sorted(flagged) == [1, 2]  # unknown ops and unread versions are not judged
+    assert "CONV_2D version 6" in flagged[1] and "at most version 5" in flagged[1]
+    # the refusals reported against compiler 16.0.384591198 in Coral's trackers are all flagged
+    assert len(too_new_for_compiler([("QUANTIZE", 3), ("CONV_2D", 6), ("TRANSPOSE_CONV", 4), ("EXP", 2)])) == 4
+
+
+def test_an_op_version_newer_than_compiler_16_refuses_the_whole_model(models, tmp_path):
+    """The int8 model with its CONV_2D stated as version 6 (TF 2.9's), as in google-coral/edgetpu#631."""
+    from ai_edge_litert.tools import flatbuffer_utils
+
+    model = flatbuffer_utils.read_model(str(models / "int8_uint8io.tflite"))
+    for i, code in enumerate(model.operatorCodes):
+        if flatbuffer_utils.opcode_to_name(model, i) == "CONV_2D":
+            code.version = 6
+    flatbuffer_utils.write_model(model, str(tmp_path / "conv_v6.tflite"))
+    report = static_report(tmp_path / "conv_v6.tflite")
+    assert report.tpu_ops == 0 and "CONV_2D version 6" in report.refused
+    convs = [o for o in report.ops if o.op == "CONV_2D"]
+    assert convs and all(o.status == VERSION and o.version == 6 for o in convs)
+    assert all(o.status == UNPARSED and not o.reason for o in report.ops if o.op != "CONV_2D")
+    assert [o.op for o in report.unmapped()] == ["CONV_2D"] * len(convs)
+    assert report.to_dict()["refused"] == report.refused
+
+
+def test_tf221_dynamic_range_model_is_refused_for_its_fully_connected_version(tiny_trained, tmp_path):
+    """Measured: TensorFlow 2.21 writes a dynamic-range FULLY_CONNECTED as version 12 (TF 2.5 knew up to 9)."""
+    (tmp_path / "dynamic.tflite").write_bytes(convert(tiny_trained.model, "dynamic"))
+    report = static_report(tmp_path / "dynamic.tflite")
+    fc = [o for o in report.ops if o.op == "FULLY_CONNECTED"]
+    assert fc and all(o.version > MAX_OP_VERSIONS["FULLY_CONNECTED"] for o in fc)
+    assert report.refused and report.tpu_ops == 0

@@ -38,7 +38,13 @@ def kit(tiny_tflite, tiny_dataset, tmp_path):
 def test_kit_holds_models_samples_script_and_steps(kit, tiny_tflite):
     folder = kit.path
     names = {p.name for p in folder.iterdir()}
-    assert names == {"tiny_int8.tflite", "tiny_float32.tflite", "samples.npz", "edgecv_bench.py", "kit.json", "README.txt"}
+    assert names == {"tiny_int8.tflite", "tiny_float32.tflite", "samples.npz", "edgecv_bench.py", "kit.json", "README.txt",
+                     "host.json"}
+    # the host, scored on the kit's own images: what a device result is merged with
+    host = json.loads((folder / "host.json").read_text())
+    assert host["data"]["test_fingerprint"] == json.loads((folder / "kit.json").read_text())["data"]["test_fingerprint"]
+    assert [s["model"] for s in host["stages"]] == ["tiny_int8.tflite", "tiny_float32.tflite"]
+    assert all(s["images"] == 40 for s in host["stages"]) and kit.host == folder / "host.json"
     assert filecmp.cmp(folder / "edgecv_bench.py", rt.__file__, shallow=False)
     samples = rt.load_samples(folder / "samples.npz")
     assert samples["images"].shape == (40, 16, 16, 3) and samples["labels"].shape == (40,)
