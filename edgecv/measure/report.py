@@ -198,8 +198,8 @@ class Report:
         meta = [
             f"- data: {self.data.get('source', '?')} ({self.data.get('train_images', '?')} train / "
             f"{self.data.get('test_images', '?')} test images)",
-            f"- CPU: {env.get('cpu')}, {env.get('cores')} cores; latency: batch 1, {env.get('threads')} thread(s), "
-            f"{runtime.get('name')} {runtime.get('version')}",
+            f"- CPU: {env.get('cpu')}, {env.get('cores')} cores, ISA {' '.join(env.get('isa') or ['unknown'])}; "
+            f"latency: batch 1, {env.get('threads')} thread(s), {runtime.get('name')} {runtime.get('version')}",
             f"- python {env.get('python')}, numpy {env.get('numpy')}, tensorflow {env.get('tensorflow')}, "
             f"edgecv {self.edgecv}",
             "- MMACs: millions of multiply-accumulates per image (convolution and dense layers); peak KB: the "
