@@ -50,10 +50,11 @@ def scoring_images(dataset: Dataset, config: BenchConfig) -> tuple[np.ndarray, n
 
 def benchmark_tflite(
     path: str | Path, dataset: Dataset, config: BenchConfig = BenchConfig(), on_progress: ProgressFn = ignore,
-    name: str | None = None, runtime: rt.Runtime | None = None, plain: bool = False,
+    name: str | None = None, runtime: rt.Runtime | None = None, plain: bool = False, keep_predictions: bool = False,
 ) -> StageResult:
     """``plain``: without the runtime's default delegate (XNNPACK), on TFLite's own kernels. The row's
-    ``details["delegation"]`` says which ops the delegate ran on the interpreter that was timed."""
+    ``details["delegation"]`` says which ops the delegate ran on the interpreter that was timed.
+    ``keep_predictions``: each image's top-1 class in ``details["predictions"]``, for a paired comparison."""
     path = Path(path)
     x, y = scoring_images(dataset, config)
     task = f"benchmark {name or path.stem}"
@@ -62,6 +63,7 @@ def benchmark_tflite(
         record = rt.benchmark_tflite(
             path, x, y, threads=config.threads, warmup=config.warmup, runs=config.runs, name=name or path.stem,
             on_step=lambda phase, done, total: on_progress(Progress(task, done, total, phase)), model=model,
+            keep_predictions=keep_predictions,
         )
     except (ValueError, RuntimeError) as e:  # e.g. images of another shape than the model takes
         raise DataError(f"{path} cannot run on these images: {first_line(e)}") from None
@@ -71,21 +73,23 @@ def benchmark_tflite(
 
 def benchmark_keras(
     model, dataset: Dataset, config: BenchConfig = BenchConfig(), on_progress: ProgressFn = ignore,
-    name: str = "keras", path: str | Path | None = None,
+    name: str = "keras", path: str | Path | None = None, keep_predictions: bool = False,
 ) -> StageResult:
-    """Keras float: accuracy in batches, latency of single images through a compiled ``tf.function``.
+    """Keras float: accuracy in batches, latency of single images through a compiled ``tf.function``;
+    ``keep_predictions`` as for ``benchmark_tflite``.
 
     MACs are counted layer by layer (:mod:`edgecv.measure.macs`); the peak memory is left to the TFLite rows, where a
     runtime plans it."""
     from edgecv._tf import tf
     from edgecv.measure.macs import total_macs
     from edgecv.compress.prune import count_params, model_sparsity
-    from edgecv.train.fit import evaluate
+    from edgecv.train.fit import top1
 
     task = f"benchmark {name}"
     x, y = scoring_images(dataset, config)
     on_progress(Progress(task, 0, 2, "accuracy"))
-    accuracy = evaluate(model, x, y)
+    predictions = top1(model, x)
+    accuracy = float(np.mean(predictions == y))
     on_progress(Progress(task, 1, 2, "latency"))
     call = tf().function(lambda t: model(t, training=False))
     one = [tf().constant(x[i : i + 1].astype(np.float32)) for i in range(min(len(x), 64))]
@@ -113,22 +117,24 @@ def benchmark_keras(
         stage=name, model=Path(path).name if path else None, format="keras", accuracy=accuracy, images=len(y),
         latency=latency, params=count_params(model), sparsity=model_sparsity(model), size_bytes=size,
         gzip_bytes=gzip, macs=macs, runtime={"name": "tensorflow", "version": tf().__version__}, threads=None,
-        details={"threads_note": "TensorFlow's own intra-op thread pool"},
+        details={"threads_note": "TensorFlow's own intra-op thread pool",
+                 **({"predictions": [int(p) for p in predictions]} if keep_predictions else {})},
     )
 
 
 def benchmark_file(
     path: str | Path, dataset: Dataset, config: BenchConfig = BenchConfig(), on_progress: ProgressFn = ignore,
-    runtime: rt.Runtime | None = None,
+    runtime: rt.Runtime | None = None, keep_predictions: bool = False,
 ) -> StageResult:
     """Dispatches on the suffix: ``.tflite`` to the TFLite runtime, Keras files to TensorFlow."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"model file {path} does not exist")
     if path.suffix.lower() == ".tflite":
-        return benchmark_tflite(path, dataset, config, on_progress, runtime=runtime)
+        return benchmark_tflite(path, dataset, config, on_progress, runtime=runtime, keep_predictions=keep_predictions)
     if path.suffix.lower() in KERAS_SUFFIXES:
-        return benchmark_keras(load_keras(path, dataset), dataset, config, on_progress, name=path.stem, path=path)
+        return benchmark_keras(load_keras(path, dataset), dataset, config, on_progress, name=path.stem, path=path,
+                               keep_predictions=keep_predictions)
     raise DataError(f"{path} is neither a .tflite nor a Keras model ({', '.join(KERAS_SUFFIXES)})")
 
 

@@ -17,19 +17,16 @@ import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import numpy as np
 
 from edgecv import __version__
-from edgecv import runtime as rt
-from edgecv.compress.export import KERAS_SUFFIXES, load_keras
 from edgecv.config import BenchConfig, QuantMode
 from edgecv.data.datasets import Dataset, fingerprint
 from edgecv.errors import ConfigError, DataError, first_line
 from edgecv.fsutil import sha256, write_text
-from edgecv.measure.benchmark import benchmark_file, benchmark_keras, host_environment, now, open_tflite, scoring_images
+from edgecv.measure.benchmark import benchmark_file, host_environment, now, scoring_images
 from edgecv.measure.paired import PairedComparison, compare
 from edgecv.measure.report import StageResult, StageStatus
-from edgecv.progress import Progress, ProgressFn, ignore
+from edgecv.progress import ProgressFn, ignore
 
 BASELINE_SCHEMA = "edgecv.baseline/1"
 
@@ -229,33 +226,6 @@ def _class_index(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
-def _benchmark(path: Path, dataset: Dataset, bench: BenchConfig, on_progress: ProgressFn) -> StageResult:
-    """``benchmark_file``, keeping each image's top-1 class in ``details["predictions"]``: the runtime's own
-    ``keep_predictions`` for TFLite (one pass, the record the device script writes), one ``predict`` for Keras."""
-    suffix = path.suffix.lower()
-    if not path.is_file() or suffix not in (".tflite", *KERAS_SUFFIXES):
-        return benchmark_file(path, dataset, bench, on_progress)  # its one-line refusal
-    x, y = scoring_images(dataset, bench)
-    if suffix in KERAS_SUFFIXES:
-        model = load_keras(path, dataset)
-        result = benchmark_keras(model, dataset, bench, on_progress, name=path.stem, path=path)
-        scores = model.predict(x, batch_size=256, verbose=0)  # as edgecv.train.fit.evaluate scores it
-        result.details["predictions"] = [int(p) for p in np.argmax(scores, axis=1)]
-        return result
-    task = f"benchmark {path.stem}"
-    model = open_tflite(path, bench.threads)
-    try:
-        record = rt.benchmark_tflite(
-            path, x, y, threads=bench.threads, warmup=bench.warmup, runs=bench.runs, name=path.stem,
-            on_step=lambda phase, done, total: on_progress(Progress(task, done, total, phase)), model=model,
-            keep_predictions=True,
-        )
-    except (ValueError, RuntimeError) as e:  # e.g. images of another shape than the model takes
-        raise DataError(f"{path} cannot run on these images: {first_line(e)}") from None
-    record["model"] = path.name
-    return StageResult.from_dict(record)
-
-
 def _paired(labels, reference: list[int] | None, candidate: list[int] | None, classes,
             missing: str | None) -> tuple[PairedComparison | None, str | None]:
     """The comparison, or None and why not (``missing``: a reason already known)."""
@@ -338,7 +308,7 @@ class Baseline:
 def measure(model_path: Path, dataset: Dataset, bench: BenchConfig, on_progress: ProgressFn) -> tuple[StageResult, dict]:
     """Benchmarks a model file, keeping its per-image top-1 classes (``details["predictions"]``), and
     describes the exact test images it was scored on."""
-    result = _benchmark(Path(model_path), dataset, bench, on_progress)
+    result = benchmark_file(Path(model_path), dataset, bench, on_progress, keep_predictions=True)
     x, y = scoring_images(dataset, bench)
     data = {"source": dataset.source, "kind": dataset.kind, "test_images": int(len(y)),
             "test_fingerprint": fingerprint(x, y)}
@@ -398,7 +368,7 @@ def check(
             missing = f"baseline {Path(baseline).name} was measured on other test images"
         reference, theirs = stored.reference(Path(baseline)), stored.predictions
     else:
-        parent = _benchmark(Path(reference_model), dataset, bench, on_progress)
+        parent = benchmark_file(Path(reference_model), dataset, bench, on_progress, keep_predictions=True)
         reference = Reference("model", Path(reference_model).name, parent.accuracy, parent.p50(), parent.size_bytes)
         theirs = predictions_of(parent)
     paired, reason = _paired(labels, theirs, predictions_of(candidate), dataset.classes, missing)

@@ -185,10 +185,14 @@ def _first_readable(files: list[str]):
     raise DataError(f"no readable image among {len(files)} files, e.g. {files[0]}")
 
 
+def top1(model, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    """Each image's predicted class."""
+    return np.argmax(model.predict(x, batch_size=batch_size, verbose=0), axis=1)
+
+
 def evaluate(model, x: np.ndarray, y: np.ndarray, batch_size: int = 256) -> float:
     """Top-1 accuracy of a Keras model on integer labels."""
-    predictions = model.predict(x, batch_size=batch_size, verbose=0)
-    return float(np.mean(np.argmax(predictions, axis=1) == y))
+    return float(np.mean(top1(model, x, batch_size) == y))
 
 
 def evaluate_direct(model, x: np.ndarray, y: np.ndarray, batch_size: int = 500) -> float:
