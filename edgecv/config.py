@@ -50,6 +50,20 @@ class QuantMode(str, Enum):
     FLOAT16 = "float16"  # float16 weights, half the size, float math on CPU
     INT8 = "int8"  # full integer: int8 weights and activations, calibrated on train images
     INT16X8 = "int16x8"  # int8 weights, int16 activations: closer to float, slower, not for the Edge TPU
+    MIXED = "mixed"  # int4 weights where held-out accuracy allows, int8 elsewhere (litert-quantizer); not Edge TPU
+
+
+@dataclass(frozen=True)
+class MixedConfig:
+    """How the mixed mode chooses its int4 layers: on a seeded slice of the train split, never the test split."""
+
+    max_drop: float = 0.2  # points the mixed model may lose against plain int8 on that slice
+    images: int = 20000  # the slice; 5,000 left a standard error (0.2 points) as large as the allowed drop
+
+    def __post_init__(self):
+        if self.max_drop < 0:
+            raise ConfigError(f"mixed max-drop must be >= 0 points, got {self.max_drop}")
+        _positive("mixed search images", self.images)
 
 
 class IOType(str, Enum):
@@ -184,10 +198,12 @@ class CompressConfig:
     keep_float_worst: int | None = None  # or: the K layers with the largest int8 error
     sparse: bool = False  # also store the pruned int8 model in TFLite's sparse format
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)  # QAT and clustering fine-tunes
+    mixed: MixedConfig = field(default_factory=MixedConfig)  # the mixed int4/int8 mode's choice of layers
 
     def __post_init__(self):
         if not self.modes:
             raise ConfigError("choose at least one quantization mode")
+        _check_mixed_io(self.modes, self.io_type)
         for name in ("train_limit", "test_limit"):
             value = getattr(self, name)
             if value is not None:
@@ -216,14 +232,21 @@ class CompressConfig:
             raise ConfigError("--sparse cannot combine with --sparsity 0: there are no zeros to store sparsely")
 
 
+def _check_mixed_io(modes, io_type) -> None:
+    if QuantMode.MIXED in modes and IOType(io_type) is not IOType.INT8:
+        raise ConfigError(f"mixed files have int8 input and output: litert-quantizer cannot write {IOType(io_type).value} "
+                          "(for the Edge TPU use --int8 --io-type uint8, the converter's path)")
+
+
 def _positive(name: str, value: float) -> None:
     if value <= 0:
         raise ConfigError(f"{name} must be > 0, got {value}")
 
 
 class Objective(str, Enum):
-    LATENCY = "latency"  # p50 of single-image inference
+    LATENCY = "latency"  # p50 of single-image inference on this host
     SIZE = "size"  # bytes of the .tflite file
+    ARM_COST = "arm-cost"  # emulated aarch64 instructions per inference on a Pi 5 core: exact, not a time
 
 
 @dataclass(frozen=True)
@@ -247,8 +270,10 @@ class SearchConfig:
     train_limit: int | None = None
     test_limit: int | None = None
     calibration_samples: int = 200
+    mixed: MixedConfig = field(default_factory=MixedConfig)
 
     def __post_init__(self):
+        _check_mixed_io(self.modes, self.io_type)
         if not self.channel_ratios or not self.sparsities or not self.modes:
             raise ConfigError("the search grid needs at least one channel ratio, one sparsity and one mode")
         for ratio in self.channel_ratios:

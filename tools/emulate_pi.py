@@ -1,7 +1,7 @@
 """Run an edgecv device kit on an emulated Raspberry Pi OS userland (Debian arm64 under qemu).
 
 Usage (as root, with qemu-user-static, binfmt-support and debootstrap installed):
-    python tools/emulate_pi.py KIT [--runtime tflite_runtime --runtime ai_edge_litert] [--out emulated/]
+    python tools/emulate_pi.py KIT [--suite trixie|bookworm] [--runtime ai_edge_litert] [--arm-cost] [--out emulated/]
 
 The same library call as ``edgecv device emulate``: builds and caches the root once, makes one venv per runtime
 inside it, runs the kit there and on this host, and writes merged.json with the per-image top-1 agreement.
@@ -10,6 +10,7 @@ inside it, runs the kit there and on this host, and writes merged.json with the 
 import argparse
 import sys
 
+from edgecv.device.armcost import PI_CPUS
 from edgecv.device.emulate import PiRuntime, emulate_kit
 from edgecv.errors import EdgecvError
 
@@ -18,11 +19,14 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("kit")
     parser.add_argument("--runtime", action="append", choices=[r.value for r in PiRuntime])
+    parser.add_argument("--suite", default="trixie")
+    parser.add_argument("--arm-cost", action="store_true", help="count aarch64 instructions per inference (A72, A76)")
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--out", default="emulated")
     args = parser.parse_args()
     try:
-        done = emulate_kit(args.kit, args.runtime or list(PiRuntime), args.out, args.runs)
+        done = emulate_kit(args.kit, args.runtime, args.out, args.runs, suite=args.suite,
+                           arm_cost_cpus=PI_CPUS if args.arm_cost else ())
     except EdgecvError as e:
         print(f"error: {e}", file=sys.stderr)
         return e.exit_code

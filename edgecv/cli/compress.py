@@ -10,7 +10,8 @@ import typer
 
 from edgecv.cli import options as opt
 from edgecv.cli import ui
-from edgecv.config import FinetuneConfig, IOType, Optimizer, PruneConfig, QuantMode, Recipe, Strategy, recipe_config
+from edgecv.config import (FinetuneConfig, IOType, MixedConfig, Optimizer, PruneConfig, QuantMode, Recipe, Strategy,
+                           recipe_config)
 from edgecv.compress.export import KERAS_SUFFIXES
 
 
@@ -84,20 +85,21 @@ def quantize(
     calibration_samples: int = typer.Option(200, min=1, help="Train images used to calibrate int8."),
     keep_float: List[str] = typer.Option([], "--keep-float", help="int8 with this layer left float (repeatable)."),
     sparse: bool = opt.flag("--sparse", help="Store pruned weights in TFLite's sparse format."),
+    mixed_max_drop: float = opt.MixedMaxDrop,
+    mixed_images: int = opt.MixedImages,
     seed: int = opt.Seed,
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Default: MODEL_<mode>.tflite beside the model "
                                        "(MODEL_int8_<io>_io.tflite for other than int8 input and output)."),
 ):
-    """Convert a Keras model to TFLite: float32, dynamic-range, float16, int8 or int16x8."""
+    """Convert a Keras model to TFLite: float32, dynamic-range, float16, int8, int16x8, or mixed (int4 weights
+    where the accuracy allows, int8 elsewhere)."""
     from edgecv.compress.quantize import default_tflite_name, quantize_file
 
     target = opt.writable(out or default_tflite_name(model, mode, io_type), (".tflite",))
     with ui.ProgressBars(True) as bars:
         done = quantize_file(model, target, mode, data, io_type, calibration_samples, tuple(keep_float), sparse, seed,
-                             bars)
-    io = f", {done.io_type.value} input and output" if done.io_type is not None else ""
-    ui.show(f"wrote {done.path} ({mode.value}{io}, {done.size_bytes / 1024:,.1f} KB, "
-            f"gzip {done.gzip_bytes / 1024:,.1f} KB)")
+                             bars, MixedConfig(mixed_max_drop, mixed_images))
+    ui.show_quantized(done)
 
 
 def qat(

@@ -48,15 +48,26 @@ def merge(
 
 def emulate(
     kit: Path = typer.Argument(..., help="A kit folder from 'edgecv device kit'."),
-    runtime: List[PiRuntime] = typer.Option(list(PiRuntime), "--runtime", help="Runtime(s) to run under."),
+    runtime: Optional[List[PiRuntime]] = typer.Option(None, "--runtime", help="Runtime(s) to run under. Default: "
+                                                      "ai_edge_litert; tflite_runtime (legacy) only on bookworm."),
+    suite: str = typer.Option("trixie", help="Raspberry Pi OS release to emulate: trixie (today's, Python 3.13) or "
+                              "bookworm (Python 3.11)."),
+    cpu: str = typer.Option("cortex-a76", help="The core the emulated Pi presents, so XNNPACK picks its kernels: "
+                            "cortex-a76 (Pi 5) or cortex-a72 (Pi 4)."),
+    arm_cost: bool = opt.flag("--arm-cost", help="Also count each model's emulated aarch64 instructions per "
+                              "inference on a Pi 4 (A72) and a Pi 5 (A76) core: exact and repeatable, not a time."),
+    mirror: Optional[str] = typer.Option(None, "--mirror", help="Debian mirror for the root. Default: this host's "
+                                         "apt sources, or $EDGECV_APT_MIRROR."),
     runs: int = typer.Option(20, min=1, help="Timed runs (emulated latency is not meaningful: keep it small)."),
     out: Path = typer.Option(Path("emulated"), "--out", "-o", help="Folder for host.json and emulated-*.json."),
 ):
-    """Run a kit on an emulated Raspberry Pi OS (arm64, qemu): real ARM runtimes, accuracy per runtime."""
+    """Run a kit on an emulated Raspberry Pi OS (arm64, qemu): real ARM runtimes, accuracy per runtime, and with
+    --arm-cost a deterministic instruction count per inference."""
+    from edgecv.device.armcost import PI_CPUS
     from edgecv.device.emulate import emulate_kit
 
     with ui.ProgressBars(True) as bars:
-        done = emulate_kit(kit, list(runtime), out, runs, bars)
+        done = emulate_kit(kit, runtime, out, runs, bars, suite, mirror, PI_CPUS if arm_cost else (), cpu=cpu)
     for run in done.runs:
         ui.note(f"{run.runtime}: Python {run.python} on {run.machine} -> {run.result}")
     ui.show_merged(done.merged)

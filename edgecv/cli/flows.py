@@ -10,8 +10,8 @@ import typer
 
 from edgecv.cli import options as opt
 from edgecv.cli import ui
-from edgecv.config import (Arch, BenchConfig, CompressConfig, FinetuneConfig, IOType, Objective, Optimizer,
-                           PruneConfig, QuantMode, Recipe, SearchConfig, Strategy, recipe_config)
+from edgecv.config import (Arch, BenchConfig, CompressConfig, FinetuneConfig, IOType, MixedConfig, Objective,
+                           Optimizer, PruneConfig, QuantMode, Recipe, SearchConfig, Strategy, recipe_config)
 from edgecv.errors import ConfigError, GateFailed
 
 
@@ -20,6 +20,9 @@ def compress(
     float16: bool = opt.flag("--float16", help="Float16 weights."),
     dynamic: bool = opt.flag("--dynamic", help="Dynamic-range: int8 weights, float activations."),
     int16x8: bool = opt.flag("--int16x8", help="int8 weights with int16 activations."),
+    mixed: bool = opt.flag("--mixed", help="int4 weights where the accuracy allows, int8 elsewhere "
+                           "(litert-quantizer; int8 input and output, not for the Edge TPU)."),
+    mixed_max_drop: float = opt.MixedMaxDrop,
     qat: bool = opt.flag("--qat", help="Quantization-aware training (pruning-preserving after pruning)."),
     clusters: Optional[int] = typer.Option(None, "--clusters", help="Weight clustering into N values per kernel."),
     keep_float: List[str] = typer.Option([], "--keep-float", help="Leave this layer float in an extra int8 stage "
@@ -63,7 +66,7 @@ def compress(
     from edgecv.flows.pipeline import compress as run_compress
 
     modes = tuple(m for m, on in ((QuantMode.INT8, int8), (QuantMode.FLOAT16, float16), (QuantMode.DYNAMIC, dynamic),
-                                  (QuantMode.INT16X8, int16x8)) if on)
+                                  (QuantMode.INT16X8, int16x8), (QuantMode.MIXED, mixed)) if on)
     folder = out or Path("runs") / (name or datetime.now().strftime("compress-%Y%m%d-%H%M%S"))
     training = recipe_config(opt.recipe_for(recipe, arch), arch=arch, epochs=epochs, batch_size=batch_size,
                              optimizer=optimizer, learning_rate=lr, seed=seed, strategy=strategy,
@@ -77,6 +80,7 @@ def compress(
         max_drop=max_drop, qat=qat, clusters=clusters, keep_float=tuple(keep_float),
         keep_float_worst=keep_float_worst, sparse=sparse,
         finetune=FinetuneConfig(finetune_epochs, batch_size, lr / 10, optimizer, seed, strategy),
+        mixed=MixedConfig(mixed_max_drop),
     )
     if junit is not None:
         if max_drop is None:
@@ -99,7 +103,8 @@ def search(
     channels: str = typer.Option("0,0.25,0.5", help="Channel ratios to cut, comma-separated, each in [0, 1)."),
     sparsity: str = typer.Option("0,0.5", help="Magnitude sparsities, comma-separated, each in [0, 1)."),
     modes: str = typer.Option("int8", help="Quantization modes, comma-separated: float32, dynamic, float16, "
-                              "int8, int16x8."),
+                              "int8, int16x8, mixed (int4/int8: with --objective size)."),
+    mixed_max_drop: float = opt.MixedMaxDrop,
     max_drop: float = typer.Option(1.0, help="Allowed accuracy points below the parent's float accuracy."),
     objective: Objective = typer.Option(Objective.LATENCY, help="What the chosen model minimises."),
     finetune_epochs: int = typer.Option(3, min=1, help="Fine-tuning epochs after each channel cut."),
@@ -127,6 +132,7 @@ def search(
         prune=PruneConfig(0.5, prune_epochs, training.batch_size, training.learning_rate / 3, seed,
                           training.optimizer),
         bench=BenchConfig(runs=runs, threads=threads), train_limit=train_limit, test_limit=test_limit,
+        mixed=MixedConfig(mixed_max_drop),
     )
     with ui.ProgressBars(not quiet) as bars:
         result = run_search(config, bars)

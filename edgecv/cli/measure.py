@@ -56,6 +56,9 @@ def check(
     max_latency_ms: Optional[float] = typer.Option(None, help="p50 latency ceiling, ms."),
     max_latency_ratio: Optional[float] = typer.Option(None, help="p50 latency ceiling relative to the reference's."),
     max_size_ratio: Optional[float] = typer.Option(None, help="File size ceiling relative to the reference's."),
+    max_arm_cost_ratio: Optional[float] = typer.Option(None, help="Ceiling on emulated ARM instructions per "
+                                                       "inference relative to the reference's, on a Pi 4 (A72) and "
+                                                       "a Pi 5 (A76) core: a latency gate without timing noise."),
     allow_other_data: bool = opt.flag("--allow-other-data", help="Compare with a baseline measured on other test "
                                       "images."),
     measured_by: Optional[Path] = typer.Option(None, "--measured-by", help="Take MODEL's (and --reference's) "
@@ -73,7 +76,7 @@ def check(
     from edgecv.measure.gate import GateConfig, check as run_check, check_result, update_baseline as write_baseline
 
     config = GateConfig(max_drop, min_accuracy, max_size_kb, max_latency_ms, max_latency_ratio, max_size_ratio,
-                        allow_other_data, max_class_drop, significant_only, alpha)
+                        allow_other_data, max_class_drop, significant_only, alpha, max_arm_cost_ratio)
     bench = BenchConfig(runs=runs, threads=threads, limit=limit)
     if update_baseline and (baseline is None or measured_by is not None):
         raise ConfigError("--update-baseline measures MODEL here and needs --baseline FILE to write; it does not "

@@ -35,6 +35,10 @@ Budget = typer.Option(None, "--budget-minutes", help="Train within this wall clo
                       "epochs, warm-up and decay are fitted to it from the measured throughput.")
 StrategyChoice = typer.Option(Strategy.DEFAULT, "--strategy", help="tf.distribute strategy: mirrored (local "
                               "devices), multi-worker (machines in TF_CONFIG; each saves its own --out).")
+MixedMaxDrop = typer.Option(0.2, "--mixed-max-drop", help="Mixed mode: accuracy points the int4/int8 model may "
+                            "lose against plain int8, measured on a seeded slice of the train split.")
+MixedImages = typer.Option(20000, "--mixed-images", min=1, help="Mixed mode: train images that choose the int4 "
+                           "layers (the test split is never used to choose).")
 TrustModel = flag("--trust-model", help="Load a model that carries code (Lambda).")
 
 

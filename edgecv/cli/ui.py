@@ -14,7 +14,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
-from edgecv.measure.report import Report, columns
+from edgecv.measure.report import Report, arm_instructions, columns
 from edgecv.progress import Progress as Event
 
 out = Console()
@@ -160,7 +160,10 @@ def sensitivity_table(result, title: str) -> Table:
 
 def merged_table(merged) -> Table:
     """``device merge``: one row per model, a column group per device; emulated latency is starred."""
+
     compared = merged.compared()
+    arm = [sorted({cpu for m in merged.models for cpu in (arm_instructions(merged.cell(d, m)) or {})})
+           for d in merged.devices]  # per device, the CPU models it has emulated instruction counts for
     table = _table(title="accuracy % / p50 ms / p90 ms per device")
     table.add_column("model")
     table.add_column("KB", justify="right")
@@ -168,6 +171,8 @@ def merged_table(merged) -> Table:
     for i, _ in enumerate(merged.devices):
         for header in ("acc %", "p50 ms", "p90 ms") + (("top-1 ≠",) if compared else ()):
             table.add_column(f"{header}\n[{i + 1}]", justify="right")
+        for cpu in arm[i]:
+            table.add_column(f"{cpu.replace('cortex-', '').upper()} M instr\n[{i + 1}]", justify="right")
     for model in merged.models:
         cells = [merged.cell(d, model) for d in merged.devices]
         sized = next((c for c in cells if c is not None and c.size_bytes), None)
@@ -181,11 +186,14 @@ def merged_table(merged) -> Table:
             if compared:
                 differs = merged.top1_differences(device, model)
                 row.append("" if differs is None else f"{differs[0]}/{differs[1]}")
+            counts = arm_instructions(c) or {}
+            row += [f"{counts[cpu] / 1e6:.3f}" if cpu in counts else "" for cpu in arm[merged.devices.index(device)]]
         table.add_row(*row)
     return table
 
 
 def show_merged(merged) -> None:
+
     show(merged_table(merged))
     for i, device in enumerate(merged.devices):
         data = device.report.data
@@ -198,6 +206,10 @@ def show_merged(merged) -> None:
     if merged.compared():
         show("top-1 ≠: images whose predicted class differs from the first result with per-image predictions "
              "on the same images")
+    if any(arm_instructions(merged.cell(d, m)) for d in merged.devices for m in merged.models):
+        from edgecv.device.armcost import UNIT
+
+        show(f"M instr: millions of {UNIT}")
     if merged.mixed_images():
         note("note: the files were scored on different test images; compare accuracies with care")
 
@@ -303,3 +315,20 @@ def show_diagnosis(diagnosis) -> None:
     colour = {"warn": "yellow", "fail": "red"}
     for check in diagnosis.checks:
         show(Text(check.line(), style=colour.get(check.status, "")))
+
+
+def show_quantized(done) -> None:
+    """``quantize``: the file, its mode and I/O, its size, which tool made it, and a mixed file's int4 layers."""
+    io = f", {done.io_type.value} input and output" if done.io_type is not None else ""
+    show(f"wrote {done.path} ({done.mode.value}{io}, {done.size_bytes / 1024:,.1f} KB, "
+         f"gzip {done.gzip_bytes / 1024:,.1f} KB; made by {done.details.get('made_by')})")
+    mixed = done.details.get("mixed")
+    if mixed:
+        table = _table("layer", "op", "params", "bits", "int4 rounding",
+                       title=f"{len(mixed['int4_layers'])} of {len(mixed['layers'])} weight layers at int4: "
+                             f"{100 * mixed['accuracy']:.2f} % vs int8 {100 * mixed['int8_accuracy']:.2f} % on "
+                             f"{mixed['search_images']} train images, {mixed['size_bytes'] / 1024:,.1f} vs "
+                             f"{mixed['int8_bytes'] / 1024:,.1f} KB")
+        for layer in mixed["layers"]:
+            table.add_row(layer["name"], layer["op"], f"{layer['params']:,}", str(layer["bits"]), layer["method"] or "")
+        show(table)

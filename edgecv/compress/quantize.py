@@ -12,10 +12,11 @@ from pathlib import Path
 import numpy as np
 
 from edgecv._tf import tf
-from edgecv.config import IOType, QuantMode
+from edgecv.config import IOType, MixedConfig, QuantMode
 from edgecv.data.datasets import Dataset
 from edgecv.errors import EdgecvError
 from edgecv.fsutil import captured_stderr
+from edgecv.progress import ProgressFn, ignore
 
 
 class ConversionError(EdgecvError):
@@ -91,6 +92,33 @@ def convert(
 
 
 
+def converter_name() -> str:
+    return f"TFLite converter (TensorFlow {tf().__version__})"
+
+
+def make_tflite(model, mode: QuantMode, calibration: np.ndarray | None, io_type: IOType = IOType.INT8,
+                details: dict | None = None, dataset: Dataset | None = None, mixed: MixedConfig = MixedConfig(),
+                seed: int = 0, sparse: bool = False, on_progress: ProgressFn = ignore) -> bytes:
+    """Every mode's file from one place, and which tool made it in ``details["made_by"]``: the converter, or for
+    ``mixed`` the LiteRT quantizer, which chooses its int4 layers on a seeded slice of ``dataset``'s train split
+    (each layer's bits and rounding in ``details["mixed"]``)."""
+    details = {} if details is None else details
+    if QuantMode(mode) is not QuantMode.MIXED:
+        details["made_by"] = converter_name()
+        return convert(model, mode, calibration, io_type, sparse=sparse)
+    from edgecv.compress.mixed import accuracy_scorer, quantize_mixed
+    from edgecv.errors import ConfigError
+
+    if dataset is None or calibration is None:
+        raise ConfigError("mixed precision chooses its layers on train images: pass --data")
+    held_out = dataset.subset(train=mixed.images, seed=seed)
+    result = quantize_mixed(convert(model, QuantMode.FLOAT32), calibration,
+                            accuracy_scorer(held_out.x_train, held_out.y_train), mixed.max_drop, on_progress)
+    summary = result.to_dict()
+    details.update(made_by=result.made_by, mixed={**summary, "search_images": len(held_out.x_train)})
+    return result.model
+
+
 @dataclass(frozen=True)
 class QuantizedFile:
     path: Path
@@ -98,6 +126,7 @@ class QuantizedFile:
     io_type: IOType | None  # of a full-integer model; None where the mode keeps float input and output
     size_bytes: int
     gzip_bytes: int
+    details: dict  # made_by, and for mixed each layer's bits
 
 
 def default_tflite_name(model_path: Path, mode: QuantMode, io_type: IOType) -> Path:
@@ -109,29 +138,34 @@ def default_tflite_name(model_path: Path, mode: QuantMode, io_type: IOType) -> P
 
 def quantize_file(model_path: Path, out: Path, mode: QuantMode = QuantMode.INT8, data: str | None = None,
                   io_type: IOType = IOType.INT8, calibration_samples: int = 200, keep_float: tuple[str, ...] = (),
-                  sparse: bool = False, seed: int = 0, on_progress=None) -> QuantizedFile:
+                  sparse: bool = False, seed: int = 0, on_progress: ProgressFn = ignore,
+                  mixed: MixedConfig = MixedConfig()) -> QuantizedFile:
     """``edgecv quantize``: one conversion of a Keras file written to ``out``. int8 and int16x8 are calibrated
     on the train split of ``data``; ``keep_float`` leaves the named layers float in an int8 model."""
     from edgecv import runtime as rt
     from edgecv.compress.export import check_fits, load_keras, save_tflite
+    from edgecv.config import _check_mixed_io
     from edgecv.data.datasets import load
     from edgecv.errors import ConfigError
-    from edgecv.progress import ignore
 
     if keep_float and mode is not QuantMode.INT8:  # before any loading
         raise ConfigError("--keep-float leaves layers float in an int8 model: use --mode int8")
+    _check_mixed_io((mode,), io_type)
     model = load_keras(model_path)
-    calibration = None
-    if mode in (QuantMode.INT8, QuantMode.INT16X8):
-        dataset = load(data, on_progress or ignore)
+    calibration = dataset = None
+    if mode in (QuantMode.INT8, QuantMode.INT16X8, QuantMode.MIXED):
+        dataset = load(data, on_progress)
         check_fits(model, dataset, model_path)
         calibration = calibration_images(dataset, calibration_samples, seed)
+    details: dict = {}
     if keep_float:
         from edgecv.compress.sensitivity import convert_keep_float
 
         content = convert_keep_float(model, calibration, list(keep_float))
+        details["made_by"] = converter_name()
     else:
-        content = convert(model, mode, calibration, io_type, sparse=sparse)
+        content = make_tflite(model, mode, calibration, io_type, details, dataset, mixed, seed, sparse, on_progress)
     save_tflite(content, out)
     size, gz = rt.file_sizes(content)
-    return QuantizedFile(Path(out), mode, io_type if mode is QuantMode.INT8 else None, size, gz)
+    integer = mode in (QuantMode.INT8, QuantMode.MIXED)
+    return QuantizedFile(Path(out), mode, io_type if integer else None, size, gz, details)

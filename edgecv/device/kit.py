@@ -23,7 +23,7 @@ from edgecv.config import BenchConfig
 from edgecv.data.datasets import Dataset, fingerprint
 from edgecv.errors import DataError
 from edgecv.fsutil import atomic_path, prepare_out_dir, write_text
-from edgecv.measure.report import Report, latency_axis, save_png
+from edgecv.measure.report import Report, arm_instructions, latency_axis, save_png
 
 KIT_README = """edgecv device kit
 =================
@@ -31,10 +31,12 @@ KIT_README = """edgecv device kit
 Models: {models}
 Samples: samples.npz ({images} test images of {source}, with labels and each model's inputs)
 
-Raspberry Pi (Raspberry Pi OS, Python 3.7+):
-    python3 -m venv --system-site-packages ~/edgecv && . ~/edgecv/bin/activate
-    pip install "tflite-runtime==2.14.0" "numpy<2"      # or: pip install ai-edge-litert
+Raspberry Pi (today's Raspberry Pi OS, trixie, Python 3.13; any 64-bit OS with Python 3.9+):
+    python3 -m venv ~/edgecv && . ~/edgecv/bin/activate
+    pip install ai-edge-litert          # numpy comes with it
+    python3 edgecv_bench.py --check     # one line per fact: Python, numpy, runtime, CPU and its ISA flags
     python3 edgecv_bench.py --threads 4 --out pi.json
+  Legacy (Raspberry Pi OS bookworm or older, Python <= 3.11 only): pip install "tflite-runtime==2.14.0" "numpy<2"
 
 Coral Dev Board or USB Accelerator (compile on an x86-64 Linux host first: edgetpu_compiler MODEL.tflite):
     sudo apt-get install libedgetpu1-std python3-tflite-runtime    # Coral's apt repository
@@ -183,7 +185,8 @@ def _cell_dict(stage, differences=None):
     latency = stage.latency or {}
     cell = {"accuracy": stage.accuracy, "p50_ms": latency.get("p50_ms"), "p90_ms": latency.get("p90_ms"),
             "first_ms": latency.get("first_ms"), "size_bytes": stage.size_bytes, "gzip_bytes": stage.gzip_bytes,
-            "status": stage.status, "runtime": stage.runtime, "delegation": stage.details.get("delegation")}
+            "status": stage.status, "runtime": stage.runtime, "delegation": stage.details.get("delegation"),
+            "arm_cost": arm_instructions(stage)}
     if differences is not None:
         cell["top1_differs"], cell["top1_compared"], cell["top1_reference"] = differences
     return cell

@@ -72,7 +72,7 @@ def _compress(config: CompressConfig, out, on_progress: ProgressFn) -> Report:
         stages[0].details.update(details)
         manifest.put("keras float", [baseline], asdict(stages[0]))
 
-    from edgecv.compress.quantize import calibration_images, convert
+    from edgecv.compress.quantize import calibration_images, convert, converter_name, make_tflite
 
     calibration = calibration_images(dataset, config.calibration_samples, config.train.seed)
     modes = [QuantMode.FLOAT32] + [m for m in config.modes if m is not QuantMode.FLOAT32]
@@ -84,6 +84,7 @@ def _compress(config: CompressConfig, out, on_progress: ProgressFn) -> Report:
         if done:
             return StageResult.from_dict(done["result"])
         path = out / f"{name.replace(' ', '_').replace(':', '-')}.tflite"
+        details.setdefault("made_by", converter_name())  # mixed rows say the quantizer instead
         result = tflite_stage(name, path, make, dataset, config.bench, runtime, on_progress, details,
                               plain_fallback=bool(details.get("sparse")))
         if result.status is StageStatus.OK:
@@ -91,9 +92,13 @@ def _compress(config: CompressConfig, out, on_progress: ProgressFn) -> Report:
         return result
 
     def mode_stages(keras_model: Callable, prefix: str) -> list[StageResult]:
-        return [stage(f"{prefix}{mode.value}", lambda mode=mode: convert(keras_model(), mode, calibration,
-                                                                         config.io_type), {"mode": mode.value})
-                for mode in modes]
+        def row(mode: QuantMode) -> StageResult:
+            details = {"mode": mode.value}
+            return stage(f"{prefix}{mode.value}", lambda: make_tflite(
+                keras_model(), mode, calibration, config.io_type, details, dataset, config.mixed, config.train.seed,
+                on_progress=on_progress), details)
+
+        return [row(mode) for mode in modes]
 
     # 3. every asked mode on the unpruned model: what quantization alone costs
     stages += mode_stages(lambda: model, "tflite ")

@@ -20,7 +20,9 @@ from edgecv.compress.export import load_keras, save_keras
 from edgecv.fsutil import run_dir, write_text
 from edgecv.progress import Progress, ProgressFn, ignore
 from edgecv.flows.stages import tflite_stage
-from edgecv.measure.report import Report, StageResult, StageStatus, pareto_front, save_png
+from edgecv.measure.report import Report, StageResult, StageStatus, arm_instructions, pareto_front, save_png
+
+ARM_COST_CPU = "cortex-a76"  # the Pi 5's core: what --objective arm-cost minimises (the A72's count is kept too)
 
 
 @dataclass
@@ -35,6 +37,8 @@ class Candidate:
     macs: int | None = None
 
     def cost(self, objective: Objective) -> float | None:
+        if objective is Objective.ARM_COST:
+            return (arm_instructions(self.result) or {}).get(ARM_COST_CPU)
         return self.result.p50() if objective is Objective.LATENCY else self.result.size_bytes
 
 
@@ -96,7 +100,7 @@ def _search(config: SearchConfig, out, on_progress: ProgressFn) -> SearchResult:
     from edgecv.compress.channels import prune_channels
     from edgecv.measure.macs import total_macs
     from edgecv.compress.prune import prune
-    from edgecv.compress.quantize import calibration_images, convert
+    from edgecv.compress.quantize import calibration_images, make_tflite
 
     start = time.perf_counter()
     for stale in ("search.json", "best.tflite"):
@@ -162,12 +166,16 @@ def _search(config: SearchConfig, out, on_progress: ProgressFn) -> SearchResult:
                 report_progress(name)
                 t0 = time.perf_counter()
                 path = out / f"{name.replace(' ', '_').replace('%', '')}.tflite"
-                row = tflite_stage(name, path, lambda: convert(thinned[key], mode, calibration, config.io_type),
-                                   dataset, config.bench, runtime, on_progress, {"mode": mode.value})
+                details = {"mode": mode.value}
+                row = tflite_stage(name, path, lambda: make_tflite(
+                    thinned[key], mode, calibration, config.io_type, details, dataset, config.mixed, config.train.seed,
+                    on_progress=on_progress), dataset, config.bench, runtime, on_progress, details)
                 eta.learn_bench(time.perf_counter() - t0)
                 drop = None if row.accuracy is None else 100 * (parent_row.accuracy - row.accuracy)
                 candidates.append(Candidate(name, ratio, sparsity, mode, row, drop, macs=macs))
                 finished += 1
+    if config.objective is Objective.ARM_COST:
+        _count_arm_cost(candidates, out, dataset, on_progress)
     report_progress("done")
 
     result = choose(candidates, parent_row, config.objective, config.max_drop)
@@ -184,6 +192,18 @@ def _search(config: SearchConfig, out, on_progress: ProgressFn) -> SearchResult:
     return result
 
 
+def _count_arm_cost(candidates: list[Candidate], out, dataset, on_progress: ProgressFn) -> None:
+    """Every measured candidate's emulated ARM instructions per inference, counted in one run per CPU model
+    (Python and the runtime start once), into its row's ``details["arm_cost"]``."""
+    from edgecv.device.armcost import PI_CPUS, arm_costs, cost_record
+
+    measured = [c for c in candidates if c.result.status is StageStatus.OK]
+    counts = arm_costs([out / c.result.model for c in measured], dataset.x_test[:6], PI_CPUS, inferences=5,
+                       on_progress=on_progress)
+    for c in measured:
+        c.result.details["arm_cost"] = cost_record(counts[c.result.model])
+
+
 def choose(candidates: list[Candidate], parent: StageResult, objective: Objective, max_drop: float) -> SearchResult:
     """Marks the Pareto front (cost down, accuracy up) and picks the cheapest candidate within ``max_drop``."""
     measured = [c for c in candidates if c.result.status is StageStatus.OK and c.cost(objective) is not None]
@@ -196,18 +216,16 @@ def choose(candidates: list[Candidate], parent: StageResult, objective: Objectiv
 
 
 def to_markdown(result: SearchResult) -> str:
-    latency = result.objective is Objective.LATENCY
-    cost = "p50 ms" if latency else "KB"
-    lines = [f"# edgecv search: fastest within {result.max_drop:g} points" if latency else
-             f"# edgecv search: smallest within {result.max_drop:g} points", "",
+    header, _, what, value_of = _AXES[result.objective]
+    lines = [f"# edgecv search: {what} within {result.max_drop:g} points", "",
              f"Parent (Keras float): {100 * result.parent.accuracy:.2f} % on {result.parent.images} test images.", "",
-             f"| candidate | acc % | drop, points | {cost} | MMACs | KB | front | chosen |", "|---|---|---|---|---|---|---|---|"]
+             f"| candidate | acc % | drop, points | {header} | MMACs | KB | front | chosen |", "|---|---|---|---|---|---|---|---|"]
     for c in result.candidates:
         r = c.result
         if r.status is not StageStatus.OK:
             lines.append(f"| {c.name} | failed: {r.reason} | | | | | | |")
             continue
-        value = f"{r.p50():.4f}" if latency else f"{r.size_bytes / 1024:,.1f}"
+        value = f"{value_of(c):,.4g}"
         lines.append(f"| {c.name} | {100 * r.accuracy:.2f} | {c.drop:.2f} | {value} | "
                      f"{(c.macs or 0) / 1e6:.2f} | {r.size_bytes / 1024:,.1f} | {'yes' if c.on_front else ''} | "
                      f"{'**yes**' if c is result.chosen else ''} |")
@@ -219,13 +237,24 @@ def to_markdown(result: SearchResult) -> str:
 def verdict(result: SearchResult) -> str:
     if result.chosen is not None:
         c = result.chosen
+        arm = c.cost(Objective.ARM_COST)
         return (f"chosen: {c.name}, {100 * c.result.accuracy:.2f} % ({_versus_parent(c.drop)}), "
-                f"{c.result.p50():.4f} ms p50, {c.result.size_bytes / 1024:,.1f} KB")
+                f"{c.result.p50():.4f} ms p50, {c.result.size_bytes / 1024:,.1f} KB"
+                + (f", {arm / 1e6:.3f} M emulated A76 instructions" if arm else ""))
     if result.most_accurate is None:
         return "no candidate could be measured"
     c = result.most_accurate
     return (f"no candidate is within {result.max_drop:g} points of the parent's {100 * result.parent.accuracy:.2f} %: "
             f"the most accurate, {c.name}, drops {c.drop:.2f} points and misses by {result.miss:.2f}")
+
+
+# objective -> (table header, plot axis, what the search looks for, a candidate's value in those units)
+_AXES = {
+    Objective.LATENCY: ("p50 ms", "p50 latency, ms (1 image, this host)", "fastest", lambda c: c.result.p50()),
+    Objective.SIZE: ("KB", "model size, KB", "smallest", lambda c: c.result.size_bytes / 1024),
+    Objective.ARM_COST: ("A76 M instr", "emulated instructions per inference on a Pi 5 core (A76), millions",
+                         "fewest ARM instructions", lambda c: c.cost(Objective.ARM_COST) / 1e6),
+}
 
 
 def _versus_parent(drop: float) -> str:
@@ -244,10 +273,7 @@ def plot_search(result: SearchResult, path) -> None:
     measured = [c for c in result.candidates if c.result.status is StageStatus.OK]
     if not measured:
         return
-    latency = result.objective is Objective.LATENCY
-
-    def x(c):
-        return c.result.p50() if latency else c.result.size_bytes / 1024
+    _, label, _, x = _AXES[result.objective]
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
     ax.scatter([x(c) for c in measured], [100 * c.result.accuracy for c in measured], color="0.6", label="candidates")
@@ -262,7 +288,7 @@ def plot_search(result: SearchResult, path) -> None:
     if result.chosen is not None:
         ax.scatter([x(result.chosen)], [100 * result.chosen.result.accuracy], marker="*", s=250, color="tab:orange",
                    zorder=3, label="chosen")
-    ax.set_xlabel("p50 latency, ms (1 image)" if latency else "model size, KB")
+    ax.set_xlabel(label)
     ax.set_ylabel("top-1 accuracy, %")
     ax.set_title("edgecv search")
     ax.legend(fontsize=8)

@@ -25,7 +25,7 @@ from edgecv.errors import ConfigError, DataError, first_line
 from edgecv.fsutil import sha256, write_text
 from edgecv.measure.benchmark import benchmark_file, host_environment, now, scoring_images
 from edgecv.measure.paired import PairedComparison, compare
-from edgecv.measure.report import StageResult, StageStatus
+from edgecv.measure.report import StageResult, StageStatus, arm_instructions
 from edgecv.progress import ProgressFn, ignore
 
 BASELINE_SCHEMA = "edgecv.baseline/1"
@@ -43,9 +43,11 @@ class GateConfig:
     max_class_drop: float | None = None  # accuracy points any one class may lose (needs per-image predictions)
     significant_only: bool = False  # a drop over its limit fails only when McNemar's p < alpha
     alpha: float = 0.05  # significance level of significant_only
+    max_arm_cost_ratio: float | None = None  # emulated ARM instructions per inference against the reference's
 
     def __post_init__(self):
         for name in ("max_drop", "max_size_kb", "max_latency_ms", "max_latency_ratio", "max_size_ratio",
+                     "max_arm_cost_ratio",
                      "max_class_drop"):
             value = getattr(self, name)
             if value is not None and value < 0:
@@ -132,6 +134,7 @@ class Reference:
     accuracy: float | None
     p50_ms: float | None = None
     size_bytes: int | None = None
+    arm_cost: dict[str, float] | None = None  # cpu model -> emulated instructions per inference
 
 
 @dataclass
@@ -195,9 +198,34 @@ def criteria(candidate: StageResult, reference: Reference, config: GateConfig,
     if config.max_size_ratio is not None:
         ratio = None if candidate.size_bytes is None else candidate.size_bytes / reference.size_bytes
         out.append(Criterion(f"file size / {reference.name}'s", ratio, "<=", config.max_size_ratio, "x"))
+    if config.max_arm_cost_ratio is not None:
+        mine = arm_instructions(candidate) or {}
+        if not reference.arm_cost or not mine:
+            raise ConfigError(f"no emulated ARM instruction count for {reference.name} and this model: "
+                              "--max-arm-cost-ratio needs --reference MODEL, or a --measured-by result of "
+                              "'edgecv device emulate --arm-cost'")
+        for cpu, theirs in sorted(reference.arm_cost.items()):
+            ratio = mine[cpu] / theirs if cpu in mine and theirs else None
+            out.append(Criterion(f"ARM instructions / {reference.name}'s ({cpu}, emulated)", ratio, "<=",
+                                 config.max_arm_cost_ratio, "x"))
     if not out:
         raise ConfigError("no limit to check: give --max-drop, --min-accuracy or a size or latency ceiling")
     return out
+
+
+def count_arm_cost(candidate: StageResult, reference_path: Path, candidate_path: Path, dataset: Dataset,
+                   on_progress: ProgressFn = ignore) -> dict[str, float]:
+    """Both models' emulated ARM instructions per inference, counted in one run on the same test images:
+    written into the candidate's ``details["arm_cost"]``; the reference's returned as {cpu: count}."""
+    from edgecv.device.armcost import PI_CPUS, arm_costs, cost_record
+
+    for path in (candidate_path, reference_path):
+        if path.suffix.lower() != ".tflite":
+            raise ConfigError(f"--max-arm-cost-ratio counts .tflite models on an emulated Pi: {path.name} is not one")
+    paths = list(dict.fromkeys(p.resolve() for p in (candidate_path, reference_path)))  # a model against itself once
+    counts = arm_costs(paths, dataset.x_test[:11], PI_CPUS, inferences=10, on_progress=on_progress)
+    candidate.details["arm_cost"] = cost_record(counts[candidate_path.name])
+    return {cpu: cost.instructions_per_inference for cpu, cost in counts[reference_path.name].items()}
 
 
 def _judged_class(paired: PairedComparison, config: GateConfig):
@@ -369,7 +397,11 @@ def check(
         reference, theirs = stored.reference(Path(baseline)), stored.predictions
     else:
         parent = benchmark_file(Path(reference_model), dataset, bench, on_progress, keep_predictions=True)
-        reference = Reference("model", Path(reference_model).name, parent.accuracy, parent.p50(), parent.size_bytes)
+        arm = None
+        if config.max_arm_cost_ratio is not None:
+            arm = count_arm_cost(candidate, Path(reference_model), Path(model_path), dataset, on_progress)
+        reference = Reference("model", Path(reference_model).name, parent.accuracy, parent.p50(), parent.size_bytes,
+                              arm)
         theirs = predictions_of(parent)
     paired, reason = _paired(labels, theirs, predictions_of(candidate), dataset.classes, missing)
     if paired is None:
@@ -497,7 +529,7 @@ def check_result(model_path: str | os.PathLike, result_path: str | os.PathLike, 
     else:
         parent = stage_of(reference_model)
         reference = Reference("model", f"{parent.model} on the same runtime", parent.accuracy, parent.p50(),
-                              parent.size_bytes)
+                              parent.size_bytes, arm_instructions(parent))
         theirs = predictions_of(parent)
     labels, classes = None, None
     if missing is None and dataset is None:

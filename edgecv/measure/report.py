@@ -87,6 +87,21 @@ def _mmacs(v):
     return "" if v is None else f"{v / 1e6:,.2f}"
 
 
+def arm_instructions(stage) -> dict[str, float] | None:
+    """An emulated stage's ARM cost as {cpu: instructions per inference} (``device emulate --arm-cost``): a
+    count of emulated instructions, never a time."""
+    cost = stage.details.get("arm_cost") if stage is not None else None
+    if not cost:
+        return None
+    return {cpu: entry["instructions_per_inference"] for cpu, entry in cost.items() if isinstance(entry, dict)}
+
+
+def _layer(tensor: str) -> str:
+    """The Keras layer inside a converter's tensor name ("model/conv1/BiasAdd;model/conv1/Conv2D" -> "conv1")."""
+    parts = tensor.split(";")[0].split("/")
+    return parts[-2] if len(parts) >= 2 else parts[0]
+
+
 def _delegated(record: dict | None) -> str:
     """How much of the graph the delegate took: "XNNPACK 6/7", "none 7/7" on TFLite's own kernels."""
     if not record:
@@ -149,6 +164,11 @@ class Report:
             warning = rt.delegation_warning(s.details.get("delegation"))
             if warning:
                 notes.append(f"{s.stage}: {warning}")
+            mixed = s.details.get("mixed")
+            if mixed:
+                int4 = [_layer(layer["name"]) for layer in mixed["layers"] if layer["bits"] == 4]
+                notes.append(f"{s.stage}: int4 weights on {len(int4)} of {len(mixed['layers'])} weight layers "
+                             f"({', '.join(int4) or 'none'}), int8 elsewhere; made by {s.details.get('made_by')}")
         return notes
 
     def rows(self, wide: bool = True) -> list[list[str]]:

@@ -257,3 +257,15 @@ def test_doctor_says_one_line_per_fact_and_fails_a_missing_edge_tpu():
     checks = json.loads(tpu.stdout)["checks"]
     assert {"libedgetpu", "edgetpu device"} <= {c["name"] for c in checks}
     assert tpu.exit_code == (3 if any(c["status"] == "fail" for c in checks) else 0)  # 3 on a machine without one
+
+
+def test_quantize_mixed_lists_each_layer_and_its_bits(tmp_path, image_folder, tiny_trained):
+    from edgecv.compress.export import save_keras
+
+    model = save_keras(tiny_trained.model, tmp_path / "m.keras")
+    r = run("quantize", model, "--mode", "mixed", "--mixed-max-drop", "100", "--data", image_folder)
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "m_mixed.tflite").is_file() and "made by litert-quantizer" in r.stdout
+    assert "weight layers at int4" in r.stdout and "int4 rounding" in r.stdout
+    refused = run("quantize", model, "--mode", "mixed", "--io-type", "uint8", "--data", image_folder)
+    assert_one_line_error(refused, 2, "cannot write uint8")

@@ -106,3 +106,28 @@ def test_resnet8_through_pruning_and_qat(image_folder, tmp_path):
     assert report.stage("keras float").params == 78_211  # 78,666 less 455: 3 classes instead of 10 (64*7+7)
     assert report.stage("pruned qat int8").sparsity == pytest.approx(0.5, abs=0.03)
     assert report.stage("qat int8").input["dtype"] == "int8"
+
+
+def test_mixed_precision_is_a_row_made_by_the_quantizer(image_folder, tmp_path):
+    from edgecv.compress.tflite_bits import tflite_layout
+
+    out = tmp_path / "run"
+    report = compress(CompressConfig(out=out, data=str(image_folder), modes=(QuantMode.INT8, QuantMode.MIXED),
+                                     train=FAST_TRAIN, prune=PruneConfig(sparsity=0), bench=FAST_BENCH))
+    mixed, int8 = report.stage("tflite mixed"), report.stage("tflite int8")
+    assert mixed.status == "ok", mixed.reason
+    assert mixed.details["made_by"].startswith("litert-quantizer") and "converter" in int8.details["made_by"]
+    bits = tflite_layout(out / mixed.model).bits()  # read from the file itself: the interpreter shows int4 as int8
+    chosen = {layer["name"]: layer["bits"] for layer in mixed.details["mixed"]["layers"]}
+    assert bits == chosen and set(bits.values()) <= {4, 8}
+    if 4 in bits.values():
+        assert mixed.size_bytes < int8.size_bytes
+    assert "made by litert-quantizer" in (out / "report.md").read_text()
+    assert report.stage("pruned mixed").status == "skipped"
+
+
+def test_mixed_refuses_uint8_io():
+    from edgecv.config import IOType
+
+    with pytest.raises(ConfigError, match="litert-quantizer cannot write uint8"):
+        CompressConfig(out="x", modes=(QuantMode.MIXED,), io_type=IOType.UINT8)
