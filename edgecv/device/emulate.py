@@ -41,7 +41,6 @@ SUITES = {  # Raspberry Pi OS release -> the Debian suite it is built on, and th
     "bookworm": {"debian": 12, "python": "3.11", "pi_os": "Raspberry Pi OS (bookworm, 2023-2025)"},
 }
 DEFAULT_SUITE = "trixie"
-SUITE = DEFAULT_SUITE  # the default suite (kept under its old name)
 PACKAGES = ("python3", "python3-venv", "python3-pip", "python3-numpy", "ca-certificates")
 STAMP_NAME = ".edgecv-root.json"
 MIRROR_ENV = "EDGECV_APT_MIRROR"
