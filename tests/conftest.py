@@ -119,3 +119,23 @@ def shared_cifar():
     if not (SHARED_CIFAR / "train").is_dir():
         pytest.skip(f"real CIFAR-10 JPEGs not found at {SHARED_CIFAR} (set EDGECV_SHARED to the shared folder)")
     return SHARED_CIFAR
+
+
+@pytest.fixture(scope="session")
+def pi_root():
+    """The emulated Pi the device tests share: ``$EDGECV_PI_ROOT`` or the user's edgecv cache, never rebuilt
+    into a temporary cache; skips with the reason where a Pi cannot be emulated."""
+    from edgecv.device import emulate as em
+    from edgecv.errors import Unsupported
+
+    root = Path(os.environ.get("EDGECV_PI_ROOT") or Path.home() / ".cache" / "edgecv" / "pi-root-trixie-arm64")
+    os.environ["EDGECV_PI_ROOT"] = str(root)
+    try:
+        em.check_host()
+    except Unsupported as e:
+        if not em.root_is_complete(root, em.DEFAULT_SUITE):
+            pytest.skip(f"cannot emulate a Pi here: {e}")
+    found = em._read_stamp(root)
+    if found and found.get("suite") != em.DEFAULT_SUITE:
+        pytest.skip(f"EDGECV_PI_ROOT={root} holds a {found.get('suite')} root")
+    return root

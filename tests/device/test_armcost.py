@@ -9,7 +9,6 @@ elsewhere those tests skip and say why. With everything cached this file takes u
 
 import json
 import os
-from pathlib import Path
 
 import pytest
 
@@ -19,23 +18,13 @@ from edgecv.errors import DataError, Unsupported
 
 
 @pytest.fixture(scope="module")
-def pi_root():
-    """The shared cached trixie root and counter: tests must not rebuild them into a temporary cache."""
-    root = Path(os.environ.get("EDGECV_PI_ROOT") or Path.home() / ".cache" / "edgecv" / "pi-root-trixie-arm64")
-    os.environ["EDGECV_PI_ROOT"] = str(root)
-    try:
-        em.check_host()
-    except Unsupported as e:
-        if not em.root_is_complete(root, em.DEFAULT_SUITE):
-            pytest.skip(f"cannot emulate a Pi here: {e}")
-    found = em._read_stamp(root)
-    if found and found.get("suite") != em.DEFAULT_SUITE:
-        pytest.skip(f"EDGECV_PI_ROOT={root} holds a {found.get('suite')} root")
+def counter(pi_root):
+    """The ARM instruction counter, built once beside the root."""
     try:
         armcost.ensure_tools()
     except Unsupported as e:
         pytest.skip(f"cannot build the ARM instruction counter here: {e}")
-    return root
+    return pi_root
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +44,7 @@ def models(tiny_trained, tiny_dataset, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def counted(pi_root, models, tiny_dataset):
+def counted(counter, models, tiny_dataset):
     """Every model on both Pi cores, twice (4 emulated processes)."""
     images = tiny_dataset.x_test[:6]
     paths = list(models.values())
@@ -87,7 +76,7 @@ def test_the_cpu_model_decides_the_kernels(counted, models):
     assert floats["cortex-a76"].classes["float_fma"] > 0 and floats["cortex-a76"].classes["dot_product"] == 0
 
 
-def test_without_an_arm_cpuinfo_xnnpack_does_not_start(pi_root, models, counted):
+def test_without_an_arm_cpuinfo_xnnpack_does_not_start(counter, models, counted):
     """What the count would measure without the generated /proc and /sys: cpuinfo finds no processor, XNNPACK
     stays off, TFLite's builtin kernels run (the same on both cores), and the count is another one."""
     blind = armcost.arm_costs([models["int8"]], None, ["cortex-a76"], inferences=3,
@@ -105,7 +94,7 @@ def test_fewer_macs_cost_fewer_instructions(counted, models):
         assert half < 0.8 * full
 
 
-def test_emulated_results_carry_the_counts(pi_root, tiny_tflite, tiny_dataset, tmp_path):
+def test_emulated_results_carry_the_counts(counter, tiny_tflite, tiny_dataset, tmp_path):
     from edgecv.device.kit import make_kit
 
     kit = make_kit([tiny_tflite["int8"]], tiny_dataset, tmp_path / "kit", samples=8, host_runs=5).path
@@ -182,7 +171,7 @@ def test_the_plugin_source_marks_what_the_runner_calls():
     compile(armcost.RUNNER, "runner.py", "exec")  # valid Python for the root's interpreter
 
 
-def test_the_gate_on_arm_cost_has_no_timing_noise(pi_root, models, tiny_dataset):
+def test_the_gate_on_arm_cost_has_no_timing_noise(counter, models, tiny_dataset):
     """A model against itself is exactly 1.0x on both cores: it passes a 1.0 ceiling and fails 0.99."""
     from edgecv.config import BenchConfig
     from edgecv.measure.gate import GateConfig, check
@@ -200,7 +189,7 @@ def test_the_gate_on_arm_cost_has_no_timing_noise(pi_root, models, tiny_dataset)
     assert smaller.passed  # half the channels: fewer instructions on both cores
 
 
-def test_search_can_minimise_the_arm_cost(pi_root, tiny_trained, tiny_dataset, tmp_path, monkeypatch):
+def test_search_can_minimise_the_arm_cost(counter, tiny_trained, tiny_dataset, tmp_path, monkeypatch):
     import edgecv.flows.search
     from edgecv.compress.export import save_keras
     from edgecv.config import BenchConfig, Objective, QuantMode, SearchConfig

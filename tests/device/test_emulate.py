@@ -21,19 +21,6 @@ from edgecv.measure.report import Report
 
 
 @pytest.fixture(scope="module")
-def pi_root(tmp_path_factory):
-    """The shared cached root: tests must not rebuild it into a temporary cache each session."""
-    root = Path(os.environ.get("EDGECV_PI_ROOT") or Path.home() / ".cache" / "edgecv" / "pi-root-trixie-arm64")
-    os.environ["EDGECV_PI_ROOT"] = str(root)
-    try:
-        em.check_host()
-    except Unsupported as e:
-        if not em.root_is_complete(root, em.DEFAULT_SUITE):
-            pytest.skip(f"cannot emulate a Pi here: {e}")
-    return root
-
-
-@pytest.fixture(scope="module")
 def emulated(pi_root, tmp_path_factory):
     from conftest import synthetic_images, write_image_folder
     from edgecv.config import BenchConfig, CompressConfig, Optimizer, PruneConfig, TrainConfig
