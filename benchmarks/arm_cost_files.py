@@ -33,7 +33,9 @@ def main() -> None:
         print(f"{name:40s} " + "  ".join(f"{cpu} {m:.3f} M" for cpu, m in row.items()))
     write_text(args.results, json.dumps({"unit": "millions of " + UNIT, "models": rows, "host": environment(None, 1),
                                          "command": "python benchmarks/arm_cost_files.py "
-                                                    + " ".join(str(m) for m in args.models)}, indent=2) + "\n")
+                                                    + " ".join(str(m) for m in args.models)
+                                                    + f" --data {args.data} --results {args.results}"},
+                                        indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -118,8 +118,8 @@ def markdown(models: dict, environment: dict, args, seconds: float) -> str:
             int4 = sum(layer["bits"] == 4 for layer in row.details["layout"]["layers"])
             lines.append(
                 f"| {name} | {label} | {row.details['made_by']} | {100 * row.accuracy:.2f} | "
-                f"{100 * (base.accuracy - row.accuracy):+.2f} | {row.size_bytes / 1000:.1f} | "
-                f"{100 * (row.size_bytes / base.size_bytes - 1):+.1f} % | {row.gzip_bytes / 1000:.1f} | "
+                f"{100 * (base.accuracy - row.accuracy):+.2f} | {row.size_bytes / 1024:.1f} | "
+                f"{100 * (row.size_bytes / base.size_bytes - 1):+.1f} % | {row.gzip_bytes / 1024:.1f} | "
                 f"{row.p50():.4f} | {row.details['plain_p50_ms']:.4f} | {int4} |")
     lines += ["", "drop pts: the converter's int8 minus this file, in points (negative: more accurate); bits and "
               "int4 layers read from each file's flatbuffer", "",
@@ -146,7 +146,7 @@ def markdown(models: dict, environment: dict, args, seconds: float) -> str:
         lines += ["", "| file | " + " | ".join(_parts(record)) + " |", "|---|" + "---|" * len(_parts(record))]
         for label, row in record["rows"].items():
             breakdown = row.details["layout"]["breakdown"]
-            lines.append(f"| {label} | " + " | ".join(f"{breakdown.get(p, 0) / 1000:.1f} KB" for p in _parts(record))
+            lines.append(f"| {label} | " + " | ".join(f"{breakdown.get(p, 0) / 1024:.1f} KB" for p in _parts(record))
                          + " |")
     runtime = environment.get("runtime") or {}
     lines += ["", "## Setup", "",

@@ -50,12 +50,13 @@ class QuantMode(str, Enum):
     FLOAT16 = "float16"  # float16 weights, half the size, float math on CPU
     INT8 = "int8"  # full integer: int8 weights and activations, calibrated on train images
     INT16X8 = "int16x8"  # int8 weights, int16 activations: closer to float, slower, not for the Edge TPU
-    MIXED = "mixed"  # int4 weights where held-out accuracy allows, int8 elsewhere (litert-quantizer); not Edge TPU
+    MIXED = "mixed"  # int4 weights where accuracy on a train slice allows, int8 elsewhere (litert-quantizer)
 
 
 @dataclass(frozen=True)
 class MixedConfig:
-    """How the mixed mode chooses its int4 layers: on a seeded slice of the train split, never the test split."""
+    """How the mixed mode chooses its int4 layers: on a seeded slice of the train split (seen in training, so
+    not held out; what it keeps apart is the test split, which stays the honest judge)."""
 
     max_drop: float = 0.2  # points the mixed model may lose against plain int8 on that slice
     images: int = 20000  # the slice; 5,000 left a standard error (0.2 points) as large as the allowed drop
@@ -273,6 +274,7 @@ class SearchConfig:
     mixed: MixedConfig = field(default_factory=MixedConfig)
 
     def __post_init__(self):
+        object.__setattr__(self, "objective", Objective(self.objective))  # "latency" from a caller, the Enum within
         _check_mixed_io(self.modes, self.io_type)
         if not self.channel_ratios or not self.sparsities or not self.modes:
             raise ConfigError("the search grid needs at least one channel ratio, one sparsity and one mode")

@@ -269,6 +269,14 @@ def test_check_mode_prints_one_line_per_fact_and_exits_0_here():
     assert len(lines) == len(rt.device_checks())  # nothing else on stdout, no fact spread over two lines
 
 
+def test_check_mode_probes_the_runtime_asked_for_by_name():
+    """Asked for tensorflow, the check loads and probes it even though a lighter runtime runs."""
+    done = run_check("--runtime", "tensorflow")
+    assert done.returncode == 0, done.stdout + done.stderr
+    line = next(line for line in done.stdout.splitlines() if line[6:22].strip() == "runtime")
+    assert "tensorflow" in line and "will run the models" in line
+
+
 def test_check_mode_exits_3_when_the_edge_tpu_is_asked_for_and_missing():
     if rt.libedgetpu_version() or rt.edgetpu_devices():
         pytest.skip("this machine has an Edge TPU runtime or device")

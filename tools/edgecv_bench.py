@@ -763,14 +763,15 @@ def installed_version(name):
     return None
 
 
-def runtime_facts(load_tensorflow=True):
+def runtime_facts(load_tensorflow=True, preferred=None):
     """(facts, runtimes that run a model): each runtime of ``RUNTIMES`` imported and probed with a one-op model.
-    TensorFlow is only loaded when no lighter runtime runs and ``load_tensorflow`` (it takes seconds, and
-    the host's doctor never loads it); otherwise its version is read from its distribution."""
+    TensorFlow is only loaded when asked for by name (``preferred``), or when no lighter runtime runs and
+    ``load_tensorflow`` (it takes seconds, and the host's doctor never loads it); otherwise its version is read
+    from its distribution."""
     facts, usable = [], []
     for name in RUNTIMES:
         installed = installed_version(name)
-        if name == "tensorflow" and (usable or not load_tensorflow):
+        if name == "tensorflow" and preferred != name and (usable or not load_tensorflow):
             note = "not loaded: a lighter runtime runs" if usable else "not loaded"
             facts.append(_fact(name, OK, installed or "not installed", note if installed else ""))
             continue
@@ -848,7 +849,7 @@ def device_checks(edgetpu=False, preferred=None, load_tensorflow=True):
         _fact("isa", OK, isa_value),
         _fact("numpy", OK, np.__version__),
     ]
-    runtimes, usable = runtime_facts(load_tensorflow)
+    runtimes, usable = runtime_facts(load_tensorflow, preferred)
     facts += runtimes
     chosen = [r for r in usable if r.name == preferred] if preferred else usable
     runtime = chosen[0] if chosen else None

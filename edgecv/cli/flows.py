@@ -23,6 +23,7 @@ def compress(
     mixed: bool = opt.flag("--mixed", help="int4 weights where the accuracy allows, int8 elsewhere "
                            "(litert-quantizer; int8 input and output, not for the Edge TPU)."),
     mixed_max_drop: float = opt.MixedMaxDrop,
+    mixed_images: int = opt.MixedImages,
     qat: bool = opt.flag("--qat", help="Quantization-aware training (pruning-preserving after pruning)."),
     clusters: Optional[int] = typer.Option(None, "--clusters", help="Weight clustering into N values per kernel."),
     keep_float: List[str] = typer.Option([], "--keep-float", help="Leave this layer float in an extra int8 stage "
@@ -80,7 +81,7 @@ def compress(
         max_drop=max_drop, qat=qat, clusters=clusters, keep_float=tuple(keep_float),
         keep_float_worst=keep_float_worst, sparse=sparse,
         finetune=FinetuneConfig(finetune_epochs, batch_size, lr / 10, optimizer, seed, strategy),
-        mixed=MixedConfig(mixed_max_drop),
+        mixed=MixedConfig(mixed_max_drop, mixed_images),
     )
     if junit is not None:
         if max_drop is None:
@@ -105,6 +106,7 @@ def search(
     modes: str = typer.Option("int8", help="Quantization modes, comma-separated: float32, dynamic, float16, "
                               "int8, int16x8, mixed (int4/int8: with --objective size)."),
     mixed_max_drop: float = opt.MixedMaxDrop,
+    mixed_images: int = opt.MixedImages,
     max_drop: float = typer.Option(1.0, help="Allowed accuracy points below the parent's float accuracy."),
     objective: Objective = typer.Option(Objective.LATENCY, help="What the chosen model minimises."),
     finetune_epochs: int = typer.Option(3, min=1, help="Fine-tuning epochs after each channel cut."),
@@ -132,7 +134,7 @@ def search(
         prune=PruneConfig(0.5, prune_epochs, training.batch_size, training.learning_rate / 3, seed,
                           training.optimizer),
         bench=BenchConfig(runs=runs, threads=threads), train_limit=train_limit, test_limit=test_limit,
-        mixed=MixedConfig(mixed_max_drop),
+        mixed=MixedConfig(mixed_max_drop, mixed_images),
     )
     with ui.ProgressBars(not quiet) as bars:
         result = run_search(config, bars)

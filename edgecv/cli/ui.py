@@ -14,7 +14,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
-from edgecv.measure.report import Report, arm_instructions, columns
+from edgecv.measure.report import Report, arm_instructions, columns, drop_in_words
 from edgecv.progress import Progress as Event
 
 out = Console()
@@ -295,19 +295,15 @@ def show_gate(result, model_name: str, as_json: bool, junit=None, output=None) -
         note(f"no image-by-image comparison: {result.paired_reason}")
         return
     low, high = paired.interval
-    line = (f"on the same {paired.images} images: {_points(paired.drop)} than the reference (drop "
+    line = (f"on the same {paired.images} images: {drop_in_words(paired.drop, 'the reference')} (drop "
             f"{100 * paired.confidence:.0f} % interval {low:.2f} to {high:.2f} points), McNemar p = "
             f"{paired.p_value:.3g}; top-1 changed on {paired.changed} images ({paired.b} right -> wrong, "
             f"{paired.c} wrong -> right)")
     worst = paired.worst_class
     if worst is not None and worst.drop > 0:
-        line += f"; the class that lost most: {worst.name or worst.label}, {_points(worst.drop)}"
+        line += f"; the class that lost most: {worst.name or worst.label}, {drop_in_words(worst.drop, 'the reference')}"
     show(line)
 
-
-def _points(drop: float) -> str:
-    """A drop said in words: "0.20 points lower", never a signed "+0.20" that reads as a gain."""
-    return f"{abs(drop):.2f} points {'lower' if drop > 0 else 'higher'}" if abs(drop) >= 0.005 else "as accurate"
 
 
 def show_diagnosis(diagnosis) -> None:

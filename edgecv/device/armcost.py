@@ -676,6 +676,14 @@ def _check_models(models: Sequence[str | os.PathLike]) -> list[Path]:
     return paths
 
 
+def prepare(on_progress: ProgressFn = ignore, suite: str = DEFAULT_SUITE, mirror: str | None = None) -> None:
+    """Everything a count needs (root, binfmt, the Pi root and its ai-edge-litert venv, the counter), built or
+    checked now: a flow that counts at its end fails before its work, not after."""
+    em.check_host(building=not em.root_is_complete(em.root_dir(suite), suite))
+    em.ensure_venv(em.ensure_root(on_progress, suite, mirror), em.DEFAULT_RUNTIME, on_progress)
+    ensure_tools(on_progress, suite, mirror)
+
+
 def arm_costs(models: Sequence[str | os.PathLike], inputs: np.ndarray | dict | None = None,
               cpus: Sequence[str] = PI_CPUS, runtime: str = PiRuntime.AI_EDGE_LITERT, inferences: int = 20,
               suite: str = DEFAULT_SUITE, mirror: str | None = None, timeout: int = 1800,
@@ -704,8 +712,7 @@ def arm_costs(models: Sequence[str | os.PathLike], inputs: np.ndarray | dict | N
     names = [p.name for p in paths]
     if len(set(names)) != len(names):
         raise DataError("two models share a file name: rename one")
-    if not em.root_is_complete(em.root_dir(suite), suite):
-        em.check_host()
+    em.check_host(building=not em.root_is_complete(em.root_dir(suite), suite))
     root = em.ensure_root(on_progress, suite, mirror)
     python = em.ensure_venv(root, runtime, on_progress)
     tools = ensure_tools(on_progress, suite, mirror)

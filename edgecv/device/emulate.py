@@ -245,11 +245,12 @@ def root_dir(suite: str = DEFAULT_SUITE) -> Path:
     return Path(os.environ.get("EDGECV_PI_ROOT") or cache_dir() / f"pi-root-{suite}-{ARCH}")
 
 
-def check_host() -> None:
-    """Root, binfmt support for aarch64, debootstrap: one line naming what is missing (exit 3)."""
+def check_host(building: bool = True) -> None:
+    """Root, binfmt support for aarch64 and, to build a root (``building``), debootstrap: one line naming what
+    is missing (exit 3). A cached root still needs root and binfmt to run anything in it."""
     if os.geteuid() != 0:
         raise Unsupported("emulating a Pi needs root (debootstrap and chroot): run as root")
-    if shutil.which("debootstrap") is None:
+    if building and shutil.which("debootstrap") is None:
         raise Unsupported("debootstrap is not installed: apt-get install debootstrap qemu-user-static binfmt-support")
     entry = Path("/proc/sys/fs/binfmt_misc/qemu-aarch64")
     if not entry.exists():
@@ -416,8 +417,7 @@ def emulate(kit: str | os.PathLike, runtimes: Sequence[str] | None, out: str | o
     kit, out = Path(kit), Path(out)
     check_kit(kit)
     runtimes = check_runtimes(runtimes, suite)
-    if not root_is_complete(root_dir(suite), suite):
-        check_host()
+    check_host(building=not root_is_complete(root_dir(suite), suite))
     if cpu is not None:
         from edgecv.device.armcost import check_cpus
 

@@ -84,8 +84,13 @@ def _compress(config: CompressConfig, out, on_progress: ProgressFn) -> Report:
         if done:
             return StageResult.from_dict(done["result"])
         path = out / f"{name.replace(' ', '_').replace(':', '-')}.tflite"
-        details.setdefault("made_by", converter_name())  # mixed rows say the quantizer instead
-        result = tflite_stage(name, path, make, dataset, config.bench, runtime, on_progress, details,
+
+        def made() -> bytes:
+            content = make()
+            details.setdefault("made_by", converter_name())  # a mixed row has said the quantizer already
+            return content
+
+        result = tflite_stage(name, path, made, dataset, config.bench, runtime, on_progress, details,
                               plain_fallback=bool(details.get("sparse")))
         if result.status is StageStatus.OK:
             manifest.put(name, [path], asdict(result))

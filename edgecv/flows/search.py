@@ -20,9 +20,11 @@ from edgecv.compress.export import load_keras, save_keras
 from edgecv.fsutil import run_dir, write_text
 from edgecv.progress import Progress, ProgressFn, ignore
 from edgecv.flows.stages import tflite_stage
-from edgecv.measure.report import Report, StageResult, StageStatus, arm_instructions, pareto_front, save_png
+from edgecv.measure.report import (Report, StageResult, StageStatus, arm_instructions, drop_in_words, pareto_front,
+                                  save_png)
 
 ARM_COST_CPU = "cortex-a76"  # the Pi 5's core: what --objective arm-cost minimises (the A72's count is kept too)
+ARM_COST_BATCH = 30  # models counted in one emulated process (the counter takes at most 32)
 
 
 @dataclass
@@ -103,6 +105,10 @@ def _search(config: SearchConfig, out, on_progress: ProgressFn) -> SearchResult:
     from edgecv.compress.quantize import calibration_images, make_tflite
 
     start = time.perf_counter()
+    if config.objective is Objective.ARM_COST:  # what the count needs is checked before minutes of training
+        from edgecv.device.armcost import prepare
+
+        prepare(on_progress)
     for stale in ("search.json", "best.tflite"):
         (out / stale).unlink(missing_ok=True)  # their presence says this run finished
     runtime = find_runtime()
@@ -198,14 +204,17 @@ def _count_arm_cost(candidates: list[Candidate], out, dataset, on_progress: Prog
     from edgecv.device.armcost import PI_CPUS, arm_costs, cost_record
 
     measured = [c for c in candidates if c.result.status is StageStatus.OK]
-    counts = arm_costs([out / c.result.model for c in measured], dataset.x_test[:6], PI_CPUS, inferences=5,
-                       on_progress=on_progress)
-    for c in measured:
-        c.result.details["arm_cost"] = cost_record(counts[c.result.model])
+    for i in range(0, len(measured), ARM_COST_BATCH):
+        batch = measured[i : i + ARM_COST_BATCH]
+        counts = arm_costs([out / c.result.model for c in batch], dataset.x_test[:6], PI_CPUS, inferences=5,
+                           on_progress=on_progress)
+        for c in batch:
+            c.result.details["arm_cost"] = cost_record(counts[c.result.model])
 
 
 def choose(candidates: list[Candidate], parent: StageResult, objective: Objective, max_drop: float) -> SearchResult:
     """Marks the Pareto front (cost down, accuracy up) and picks the cheapest candidate within ``max_drop``."""
+    objective = Objective(objective)
     measured = [c for c in candidates if c.result.status is StageStatus.OK and c.cost(objective) is not None]
     for c, on in zip(measured, pareto_front([c.cost(objective) for c in measured], [c.result.accuracy for c in measured])):
         c.on_front = on
@@ -238,7 +247,7 @@ def verdict(result: SearchResult) -> str:
     if result.chosen is not None:
         c = result.chosen
         arm = c.cost(Objective.ARM_COST)
-        return (f"chosen: {c.name}, {100 * c.result.accuracy:.2f} % ({_versus_parent(c.drop)}), "
+        return (f"chosen: {c.name}, {100 * c.result.accuracy:.2f} % ({drop_in_words(c.drop, 'the parent')}), "
                 f"{c.result.p50():.4f} ms p50, {c.result.size_bytes / 1024:,.1f} KB"
                 + (f", {arm / 1e6:.3f} M emulated A76 instructions" if arm else ""))
     if result.most_accurate is None:
@@ -255,13 +264,6 @@ _AXES = {
     Objective.ARM_COST: ("A76 M instr", "emulated instructions per inference on a Pi 5 core (A76), millions",
                          "fewest ARM instructions", lambda c: c.cost(Objective.ARM_COST) / 1e6),
 }
-
-
-def _versus_parent(drop: float) -> str:
-    """A drop said as one: "0.20 points below the parent", never a signed "+0.20" that reads as a gain."""
-    if abs(drop) < 0.005:
-        return "as accurate as the parent"
-    return f"{abs(drop):.2f} points {'below' if drop > 0 else 'above'} the parent"
 
 
 def plot_search(result: SearchResult, path) -> None:

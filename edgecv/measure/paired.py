@@ -112,10 +112,6 @@ class PairedComparison:
         """The class that lost the most points (the lowest label among equals), None without classes."""
         return max(self.per_class, key=lambda k: (k.drop, -k.label), default=None)
 
-    def significant(self, alpha: float = 0.05) -> bool:
-        """Whether the drop is unlikely (p < alpha) to be the noise of which images happened to be tested."""
-        return self.p_value < alpha
-
     def to_dict(self) -> dict:
         worst = self.worst_class
         return {

@@ -87,6 +87,13 @@ def _mmacs(v):
     return "" if v is None else f"{v / 1e6:,.2f}"
 
 
+def drop_in_words(drop: float, than: str) -> str:
+    """A drop in points said as one: "0.20 points below the parent", never a signed "+0.20" that reads as a gain."""
+    if abs(drop) < 0.005:
+        return f"as accurate as {than}"
+    return f"{abs(drop):.2f} points {'below' if drop > 0 else 'above'} {than}"
+
+
 def arm_instructions(stage) -> dict[str, float] | None:
     """An emulated stage's ARM cost as {cpu: instructions per inference} (``device emulate --arm-cost``): a
     count of emulated instructions, never a time."""

@@ -44,7 +44,11 @@ def test_doctor_here_passes_without_importing_tensorflow():
 def test_doctor_checks_read_what_is_installed():
     d = diagnose()
     assert all(c.status in ("ok", "warn", "fail") for c in d.checks)
-    assert d.check("isa").value == (" ".join(rt.isa_flags()) if rt.isa_flags() else d.check("isa").value)
+    isa = rt.isa_flags()
+    if isa:
+        assert d.check("isa").value == " ".join(isa)
+    else:
+        assert d.check("isa").value.startswith(("unknown", "none of")), d.check("isa")
     assert d.check("tensorflow").value == version("tensorflow") and d.check("tensorflow").status == "ok"
     assert d.check("tfmot").value == version("tensorflow-model-optimization")
     assert d.check("ai_edge_litert").value.startswith(version("ai-edge-litert"))

@@ -28,6 +28,8 @@ def test_choose_the_fastest_within_the_drop_and_mark_the_front():
     assert [c.name for c in grid if c.on_front] == ["a", "b", "c"]
     assert choose(grid, PARENT, Objective.LATENCY, max_drop=2.5).chosen.name == "c"
     assert choose(grid, PARENT, Objective.SIZE, max_drop=0.6).chosen.name == "b"
+    assert choose(grid, PARENT, "size", max_drop=0.6).chosen.name == "b"  # a string objective means the same
+    assert SearchConfig(out=".", objective="arm-cost").objective is Objective.ARM_COST
     assert "chosen: b" in verdict(result)
 
 
