@@ -873,6 +873,9 @@ def device_checks(edgetpu=False, preferred=None, load_tensorflow=True):
             facts.append(_fact("edgetpu delegate", FAIL, "does not load", str(e)))
     if runtime is not None:
         facts.append(_fact("runtime", OK, "%s %s will run the models" % (runtime.name, runtime.version)))
+    elif not load_tensorflow and not preferred and installed_version("tensorflow"):
+        facts.append(_fact("runtime", WARN, "tensorflow.lite, not probed (loading it takes seconds)",
+                           "no lighter runtime runs a model; pip install ai-edge-litert"))
     else:
         facts.append(_fact("runtime", FAIL, "%s cannot run a model" % preferred if preferred else
                            "none of %s can run a model" % ", ".join(RUNTIMES),
