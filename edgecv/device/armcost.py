@@ -784,6 +784,24 @@ def arm_cost(model: str | os.PathLike, inputs: np.ndarray | None = None, cpu: st
 # --- into emulate_kit's results ------------------------------------------------------------------------------
 
 
+BATCH = 30  # models counted in one emulated process (a process takes at most 32)
+
+
+def count_into(rows: Sequence[tuple[Path, object]], images: np.ndarray, inferences: int = 10,
+               on_progress: ProgressFn = ignore) -> None:
+    """Counts each ``(model path, StageResult)`` row on both Pi cores and writes the row's ``details["arm_cost"]``:
+    the one way a flow (search, the gate) puts ARM cost into its rows. A file listed twice is counted once."""
+    by_path = {}
+    for path, row in rows:
+        by_path.setdefault(Path(path).resolve(), []).append(row)
+    paths = list(by_path)
+    for i in range(0, len(paths), BATCH):
+        counts = arm_costs(paths[i : i + BATCH], images, PI_CPUS, inferences=inferences, on_progress=on_progress)
+        for path in paths[i : i + BATCH]:
+            for row in by_path[path]:
+                row.details["arm_cost"] = cost_record(counts[path.name])
+
+
 def cost_record(costs: dict[str, ArmCost]) -> dict:
     """What a result's stage holds under ``details["arm_cost"]``: the unit, then one entry per CPU model."""
     return {"unit": UNIT, "latency": "not a time: a count of emulated instructions",

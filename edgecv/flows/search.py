@@ -24,7 +24,6 @@ from edgecv.measure.report import (Report, StageResult, StageStatus, arm_instruc
                                   save_png)
 
 ARM_COST_CPU = "cortex-a76"  # the Pi 5's core: what --objective arm-cost minimises (the A72's count is kept too)
-ARM_COST_BATCH = 30  # models counted in one emulated process (the counter takes at most 32)
 
 
 @dataclass
@@ -181,7 +180,10 @@ def _search(config: SearchConfig, out, on_progress: ProgressFn) -> SearchResult:
                 candidates.append(Candidate(name, ratio, sparsity, mode, row, drop, macs=macs))
                 finished += 1
     if config.objective is Objective.ARM_COST:
-        _count_arm_cost(candidates, out, dataset, on_progress)
+        from edgecv.device.armcost import count_into
+
+        count_into([(out / c.result.model, c.result) for c in candidates if c.result.status is StageStatus.OK],
+                   dataset.x_test[:6], inferences=5, on_progress=on_progress)
     report_progress("done")
 
     result = choose(candidates, parent_row, config.objective, config.max_drop)
@@ -196,20 +198,6 @@ def _search(config: SearchConfig, out, on_progress: ProgressFn) -> SearchResult:
 
     write_text(out / "search.json", json.dumps(result.to_dict(), indent=2, default=str) + "\n")  # last
     return result
-
-
-def _count_arm_cost(candidates: list[Candidate], out, dataset, on_progress: ProgressFn) -> None:
-    """Every measured candidate's emulated ARM instructions per inference, counted in one run per CPU model
-    (Python and the runtime start once), into its row's ``details["arm_cost"]``."""
-    from edgecv.device.armcost import PI_CPUS, arm_costs, cost_record
-
-    measured = [c for c in candidates if c.result.status is StageStatus.OK]
-    for i in range(0, len(measured), ARM_COST_BATCH):
-        batch = measured[i : i + ARM_COST_BATCH]
-        counts = arm_costs([out / c.result.model for c in batch], dataset.x_test[:6], PI_CPUS, inferences=5,
-                           on_progress=on_progress)
-        for c in batch:
-            c.result.details["arm_cost"] = cost_record(counts[c.result.model])
 
 
 def choose(candidates: list[Candidate], parent: StageResult, objective: Objective, max_drop: float) -> SearchResult:

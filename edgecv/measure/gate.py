@@ -213,19 +213,13 @@ def criteria(candidate: StageResult, reference: Reference, config: GateConfig,
     return out
 
 
-def count_arm_cost(candidate: StageResult, reference_path: Path, candidate_path: Path, dataset: Dataset,
-                   on_progress: ProgressFn = ignore) -> dict[str, float]:
-    """Both models' emulated ARM instructions per inference, counted in one run on the same test images:
-    written into the candidate's ``details["arm_cost"]``; the reference's returned as {cpu: count}."""
-    from edgecv.device.armcost import PI_CPUS, arm_costs, cost_record
+def _count_arm_cost(rows: list[tuple[Path, StageResult]], dataset: Dataset, on_progress: ProgressFn) -> None:
+    from edgecv.device.armcost import count_into
 
-    for path in (candidate_path, reference_path):
+    for path, _ in rows:
         if path.suffix.lower() != ".tflite":
             raise ConfigError(f"--max-arm-cost-ratio counts .tflite models on an emulated Pi: {path.name} is not one")
-    paths = list(dict.fromkeys(p.resolve() for p in (candidate_path, reference_path)))  # a model against itself once
-    counts = arm_costs(paths, dataset.x_test[:11], PI_CPUS, inferences=10, on_progress=on_progress)
-    candidate.details["arm_cost"] = cost_record(counts[candidate_path.name])
-    return {cpu: cost.instructions_per_inference for cpu, cost in counts[reference_path.name].items()}
+    count_into(rows, dataset.x_test[:11], inferences=10, on_progress=on_progress)
 
 
 def _judged_class(paired: PairedComparison, config: GateConfig):
@@ -397,11 +391,10 @@ def check(
         reference, theirs = stored.reference(Path(baseline)), stored.predictions
     else:
         parent = benchmark_file(Path(reference_model), dataset, bench, on_progress, keep_predictions=True)
-        arm = None
-        if config.max_arm_cost_ratio is not None:
-            arm = count_arm_cost(candidate, Path(reference_model), Path(model_path), dataset, on_progress)
+        if config.max_arm_cost_ratio is not None:  # both counted in one emulated run, on the same test images
+            _count_arm_cost([(Path(model_path), candidate), (Path(reference_model), parent)], dataset, on_progress)
         reference = Reference("model", Path(reference_model).name, parent.accuracy, parent.p50(), parent.size_bytes,
-                              arm)
+                              arm_instructions(parent))
         theirs = predictions_of(parent)
     paired, reason = _paired(labels, theirs, predictions_of(candidate), dataset.classes, missing)
     if paired is None:
