@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 from dataclasses import asdict, dataclass
 from importlib.metadata import PackageNotFoundError, requires, version
 from pathlib import Path
@@ -130,21 +129,13 @@ def stack_checks() -> list[Check]:
     return checks
 
 
-def _run(args: list[str]) -> str | None:
-    try:
-        done = subprocess.run(args, capture_output=True, text=True, timeout=20)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return (done.stdout + done.stderr).strip() if done.returncode == 0 else None
-
-
 def edgetpu_compiler_check() -> Check:
     """``edgetpu_compiler`` on PATH and its version; without it ``edgecv edgetpu`` uses its static check."""
     path = shutil.which("edgetpu_compiler")
     if path is None:
         return Check("edgetpu_compiler", "not on PATH", OK,
                      "edgecv edgetpu uses its static check; the compiler is in Coral's apt repository (x86-64 only)")
-    out = _run([path, "--version"]) or ""
+    out = rt._command([path, "--version"]) or ""  # the device script's own runner
     words = [w for w in out.split() if w[:1].isdigit()]  # "Edge TPU Compiler version 16.0.384591198"
     return Check("edgetpu_compiler", f"{words[-1] if words else 'version unknown'} ({path})", OK)
 
