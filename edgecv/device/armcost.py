@@ -611,7 +611,7 @@ def guest_features(root: Path, cpu: str, python: str, tools: Path | None = None)
     if tools is not None:
         cache, key = tools / "features.json", cpu
     else:
-        interpreter = Path("/proc/sys/fs/binfmt_misc/qemu-aarch64")
+        interpreter = em.BINFMT_AARCH64
         found = re.search(r"^interpreter (\S+)", interpreter.read_text(), re.M) if interpreter.exists() else None
         binary = Path(os.path.realpath(found.group(1))) if found else None
         if binary is None or not binary.exists():

@@ -17,10 +17,10 @@ import os
 import shutil
 from dataclasses import asdict, dataclass
 from importlib.metadata import PackageNotFoundError, requires, version
-from pathlib import Path
 
 from edgecv import __version__
 from edgecv import runtime as rt
+from edgecv.device import emulate as em
 from edgecv.errors import ExitCode
 
 OK, WARN, FAIL = rt.OK, rt.WARN, rt.FAIL
@@ -28,7 +28,6 @@ OK, WARN, FAIL = rt.OK, rt.WARN, rt.FAIL
 HOST_STACK = (("tensorflow", "tensorflow", "training and conversion"),
               ("tf-keras", "tf-keras", "Keras 2 models, which TFMOT needs"),
               ("tfmot", "tensorflow-model-optimization", "pruning, clustering and QAT"))
-BINFMT_AARCH64 = Path("/proc/sys/fs/binfmt_misc/qemu-aarch64")
 
 
 @dataclass(frozen=True)
@@ -155,7 +154,7 @@ def qemu_check() -> Check:
     """qemu's aarch64 user-mode emulator, registered with binfmt_misc (``device emulate`` registers an installed
     one itself, as root: not being registered yet is no failure)."""
     try:
-        entry = BINFMT_AARCH64.read_text()
+        entry = em.BINFMT_AARCH64.read_text()
     except OSError:
         entry = ""
     if "enabled" in entry.splitlines()[:1]:

@@ -44,6 +44,7 @@ DEFAULT_SUITE = "trixie"
 PACKAGES = ("python3", "python3-venv", "python3-pip", "python3-numpy", "ca-certificates")
 STAMP_NAME = ".edgecv-root.json"
 MIRROR_ENV = "EDGECV_APT_MIRROR"
+BINFMT_AARCH64 = Path("/proc/sys/fs/binfmt_misc/qemu-aarch64")  # where the kernel says qemu runs arm64
 SOURCES_LIST, SOURCES_PARTS = Path("/etc/apt/sources.list"), Path("/etc/apt/sources.list.d")
 
 
@@ -252,7 +253,7 @@ def check_host(building: bool = True) -> None:
         raise Unsupported("emulating a Pi needs root (debootstrap and chroot): run as root")
     if building and shutil.which("debootstrap") is None:
         raise Unsupported("debootstrap is not installed: apt-get install debootstrap qemu-user-static binfmt-support")
-    entry = Path("/proc/sys/fs/binfmt_misc/qemu-aarch64")
+    entry = BINFMT_AARCH64
     if not entry.exists():
         subprocess.run(["mount", "-t", "binfmt_misc", "binfmt_misc", "/proc/sys/fs/binfmt_misc"], capture_output=True)
         if shutil.which("update-binfmts"):
