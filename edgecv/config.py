@@ -18,6 +18,7 @@ class Arch(str, Enum):
     SEED_CNN = "seed-cnn"  # Conv32-Pool-Conv64-Pool-Dense128-Dense(n): the classic Keras CIFAR-10 recipe
     RESNET8 = "resnet8"  # the MLPerf Tiny image-classification reference layout (78,666 parameters)
     DSCNN = "dscnn"  # MobileNet-style depthwise-separable network sized for 32x32 inputs
+    PATCHNET = "patchnet"  # a 2x2 stride-2 patch stem, then conv-pool blocks at 16x16 and 8x8: laid out for int8
 
 
 class Strategy(str, Enum):
@@ -91,6 +92,10 @@ class TrainConfig:
     schedule: Schedule = Schedule.CONSTANT
     warmup_epochs: float = 0.0
     budget_minutes: float | None = None  # wall clock for training: epochs and schedule are fitted to it
+    weight_decay: float = 0.0  # decoupled, per step times the rate, on kernels only (not BN or biases)
+    ema: float = 0.0  # momentum of an average of the weights kept per step and kept at the end; 0: off
+    alternate_flips: bool = False  # each image flipped every other epoch instead of at random
+    whiten: bool = False  # a 2x2 patch stem starts as a whitening of the train patches (patchnet)
 
     def __post_init__(self):
         _positive("epochs", self.epochs)
@@ -107,6 +112,10 @@ class TrainConfig:
         if self.budget_minutes is not None and self.strategy is Strategy.MULTI_WORKER:
             raise ConfigError("--budget-minutes plans on one machine's clock: workers would plan apart; use it "
                               "without --strategy multi-worker")
+        if self.weight_decay < 0:
+            raise ConfigError(f"weight decay must be >= 0, got {self.weight_decay}")
+        if not 0.0 <= self.ema < 1.0:
+            raise ConfigError(f"EMA momentum must be in [0, 1), got {self.ema}")
         if not 0.0 <= self.warmup_epochs < self.epochs:
             raise ConfigError(f"warm-up must be in [0, epochs), got {self.warmup_epochs} of {self.epochs} epochs")
 

@@ -12,7 +12,7 @@ from edgecv.errors import ConfigError
 
 
 def build(arch: Arch | str, input_shape: tuple[int, ...], num_classes: int):
-    builders = {Arch.SEED_CNN: seed_cnn, Arch.RESNET8: resnet8, Arch.DSCNN: dscnn}
+    builders = {Arch.SEED_CNN: seed_cnn, Arch.RESNET8: resnet8, Arch.DSCNN: dscnn, Arch.PATCHNET: patchnet}
     arch = Arch(arch)
     return builders[arch](tuple(input_shape), num_classes)
 
@@ -98,3 +98,36 @@ def dscnn(input_shape: tuple[int, ...] = (32, 32, 3), num_classes: int = 10, wid
     x = L.GlobalAveragePooling2D(name="pool")(x)
     outputs = L.Dense(num_classes, activation="softmax", name="classifier")(x)
     return k.Model(inputs, outputs, name="dscnn")
+
+
+PATCHNET_WIDTHS = (24, 48, 64)  # the patch stem, then one conv-pool block per width
+
+
+def patchnet(input_shape: tuple[int, ...] = (32, 32, 3), num_classes: int = 10,
+             widths: tuple[int, ...] = PATCHNET_WIDTHS):
+    """A network laid out for int8 kernels, after airbench's: one cheap layer at full resolution (a 2x2
+    stride-2 patch stem, which ``recipe.whiten_stem`` can set to whiten the patches), then blocks of
+    conv3x3-BN-ReLU, max-pool 2x2, conv3x3-BN-ReLU, so that the convolutions run at 16x16 and 8x8 instead of
+    32x32 (XNNPACK pays per output pixel). Global pooling is a MEAN, which XNNPACK runs in int8 (an
+    AVERAGE_POOL_2D would leave it for the reference kernel). Convolutions carry no bias: BN follows each."""
+    if min(input_shape[:2]) < 2 ** len(widths):
+        raise ConfigError(f"patchnet with {len(widths) - 1} blocks needs images of at least {2 ** len(widths)} "
+                          f"pixels a side, got {input_shape[0]}x{input_shape[1]}")
+    k = keras()
+    L = k.layers
+
+    def conv_bn_relu(x, filters, size, name, strides=1):
+        x = L.Conv2D(filters, size, strides=strides, padding="same", use_bias=False,
+                     kernel_initializer="he_normal", name=name)(x)
+        return L.Activation("relu", name=f"{name}_relu")(L.BatchNormalization(name=f"{name}_bn")(x))
+
+    inputs = k.Input(shape=input_shape, name="pixels")
+    x = L.Rescaling(1.0 / 255, name="rescale")(inputs)
+    x = conv_bn_relu(x, widths[0], 2, "stem", strides=2)
+    for i, filters in enumerate(widths[1:], start=1):
+        x = conv_bn_relu(x, filters, 3, f"b{i}_conv1")
+        x = L.MaxPooling2D(2, name=f"b{i}_pool")(x)
+        x = conv_bn_relu(x, filters, 3, f"b{i}_conv2")
+    x = L.GlobalAveragePooling2D(name="pool")(x)
+    outputs = L.Dense(num_classes, activation="softmax", name="classifier")(x)
+    return k.Model(inputs, outputs, name="patchnet")

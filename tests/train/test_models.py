@@ -46,3 +46,43 @@ def test_resnet8_weights_have_the_reference_shapes(shared_cifar):
     ours = sorted(tuple(w.shape) for w in build("resnet8", (32, 32, 3), 10).weights)
     theirs = sorted(tuple(w.shape) for w in load_keras(reference).weights)
     assert ours == theirs
+
+
+def test_patchnet_has_one_layer_at_full_resolution_and_fits_100k_parameters():
+    model = build("patchnet", (32, 32, 3), 10)
+    assert model.count_params() <= 100_000
+    convs = [layer for layer in model.layers if type(layer).__name__ == "Conv2D"]
+    stem, rest = convs[0], convs[1:]
+    assert (stem.kernel_size, stem.strides, stem.output_shape[1:3]) == ((2, 2), (2, 2), (16, 16))
+    assert all(max(layer.output_shape[1:3]) <= 16 for layer in rest)  # nothing else runs at 32x32
+    assert sum(layer.output_shape[1] == 8 for layer in rest) >= 2  # work moves down to 8x8
+    assert type(model.get_layer("pool")).__name__ == "GlobalAveragePooling2D"
+
+
+def test_patchnet_refuses_images_too_small_for_its_pools():
+    assert build("patchnet", (8, 8, 3), 4).output_shape == (None, 4)
+    with pytest.raises(ConfigError, match="at least 8 pixels"):
+        build("patchnet", (6, 6, 3), 4)
+
+
+def test_patchnet_int8_runs_whole_in_xnnpack(tmp_path):
+    """Global pooling converts to MEAN, which XNNPACK runs in int8, where ResNet-8's AVERAGE_POOL_2D stays on
+    TFLite's own kernels; only the final SOFTMAX is left outside the delegate."""
+    import numpy as np
+
+    from edgecv import runtime as rt
+    from edgecv.compress.quantize import convert
+    from edgecv.config import QuantMode
+    from edgecv.measure.benchmark import find_runtime, open_tflite
+
+    calibration = np.random.default_rng(0).integers(0, 256, (16, 32, 32, 3)).astype(np.uint8)
+    coverage = {}
+    for arch in ("patchnet", "resnet8"):
+        path = tmp_path / f"{arch}.tflite"
+        path.write_bytes(convert(build(arch, (32, 32, 3), 10), QuantMode.INT8, calibration))
+        model = open_tflite(path, runtime=find_runtime())
+        coverage[arch] = rt.delegation(model.interpreter, model.delegate)
+    patchnet, resnet8 = coverage["patchnet"], coverage["resnet8"]
+    assert patchnet["delegated_by_op"].get("MEAN") == 1 and "AVERAGE_POOL_2D" not in str(patchnet)
+    assert set(patchnet["fallback_ops"]) <= {"SOFTMAX"}
+    assert "AVERAGE_POOL_2D" in resnet8["fallback_ops"]  # the contrast the layout was chosen for
