@@ -14,7 +14,7 @@ import numpy as np
 from edgecv._tf import keras, tf
 from edgecv.config import Optimizer, TrainConfig
 from edgecv.data.datasets import Dataset
-from edgecv.errors import DataError
+from edgecv.errors import ConfigError, DataError
 from edgecv.train.models import build
 from edgecv.progress import Progress, ProgressFn, ignore
 
@@ -40,11 +40,12 @@ def set_seed(seed: int) -> None:
     tf().config.experimental.enable_op_determinism()
 
 
-def compile_model(model, optimizer: Optimizer | str, learning_rate, label_smoothing: float = 0.0) -> None:
+def compile_model(model, optimizer: Optimizer | str, learning_rate, label_smoothing: float = 0.0,
+                  weight_decay: float = 0.0, ema: float = 0.0) -> None:
     """``learning_rate``: a float or a Keras schedule."""
     from edgecv.train.recipe import loss, make_optimizer
 
-    model.compile(optimizer=make_optimizer(optimizer, learning_rate),
+    model.compile(optimizer=make_optimizer(optimizer, learning_rate, weight_decay, ema),
                   loss=loss(label_smoothing) if label_smoothing else "categorical_crossentropy", metrics=["accuracy"])
 
 
@@ -63,7 +64,7 @@ def train(
     ``started`` (a ``time.perf_counter()`` taken before the data was loaded; default: now). ``track_test``:
     score this many test images after every epoch (for a learning curve; the time counts)."""
     from edgecv.train.distribute import fit, get_strategy, scope
-    from edgecv.train.recipe import learning_rate, training_data, with_augmentation
+    from edgecv.train.recipe import learning_rate, training_data, whiten_stem, with_augmentation
 
     started = time.perf_counter() if started is None else started
     planned_steps = plan = None  # with a budget: the schedule's total steps, moved as the plan moves
@@ -84,8 +85,10 @@ def train(
             rate = schedule(config.learning_rate, planned_steps)
         else:
             rate = learning_rate(config, steps)
-        trainer = with_augmentation(model, config) if config.augment else model
-        compile_model(trainer, config.optimizer, rate, config.label_smoothing)
+        if config.whiten and not whiten_stem(model, x):
+            raise ConfigError(f"--whiten needs a 2x2 patch stem (patchnet); {config.arch.value} has none")
+        trainer = with_augmentation(model, config, steps) if config.augment else model
+        compile_model(trainer, config.optimizer, rate, config.label_smoothing, config.weight_decay, config.ema)
     validation = None
     if config.val_split > 0:
         # a seeded shuffle first: image folders come sorted by class, and Keras' own split takes the tail

@@ -1,5 +1,6 @@
-"""The pieces of a training recipe beyond the classic one: batched augmentation, a warm-up + cosine rate
-schedule, label smoothing.
+"""The pieces of a training recipe beyond the classic one: batched augmentation (random or alternating
+flips, shifts), a warm-up + cosine rate schedule, label smoothing, decoupled weight decay, a weight average
+(EMA) and a whitening start for a patch stem.
 
 Augmentation runs on whole batches on the training graph (one gather per batch, no per-image Python), in a
 wrapper that exists only while training. Random draws are stateless, keyed by the seed and a batch counter:
@@ -14,16 +15,18 @@ from edgecv._tf import keras, tf
 from edgecv.config import Optimizer, Schedule, TrainConfig
 
 
-def augment_batch(images, seed, shift: int):
-    """Random horizontal flip and a shift of up to ``shift`` pixels (reflect-padded) per image.
+def augment_batch(images, seed, shift: int, flip: bool = True):
+    """Random horizontal flip (unless ``flip`` is False) and a shift of up to ``shift`` pixels
+    (reflect-padded) per image.
 
     ``images`` is (N, H, W, C) of any dtype; ``seed`` a shape-(2,) int tensor. Labels are untouched.
     """
     t = tf()
     n, h, w = t.shape(images)[0], t.shape(images)[1], t.shape(images)[2]
     seeds = t.random.experimental.stateless_split(t.cast(seed, t.int64), 3)
-    flip = t.random.stateless_uniform([n], seeds[0]) < 0.5
-    images = t.where(flip[:, None, None, None], t.reverse(images, [2]), images)
+    if flip:
+        flipped = t.random.stateless_uniform([n], seeds[0]) < 0.5
+        images = t.where(flipped[:, None, None, None], t.reverse(images, [2]), images)
     if shift <= 0:
         return images
     padded = t.pad(images, [[0, 0], [shift, shift], [shift, shift], [0, 0]], mode="REFLECT")
@@ -44,19 +47,29 @@ def training_data(x: np.ndarray, y: np.ndarray, config: TrainConfig):
     """
     t = tf()
     steps = -(-len(x) // config.batch_size)
+    if config.alternate_flips:
+        x = alternation_start(x, config.seed)
     images, labels = t.constant(x), t.constant(y)
     order = t.data.Dataset.range(len(x)).shuffle(len(x), seed=config.seed, reshuffle_each_iteration=True)
     data = order.batch(config.batch_size).map(lambda i: (t.gather(images, i), t.gather(labels, i)))
     return data.prefetch(t.data.AUTOTUNE), steps
 
 
-def with_augmentation(model, config: TrainConfig):
+def alternation_start(x: np.ndarray, seed: int) -> np.ndarray:
+    """Half the images, chosen by ``seed``, mirrored once. With alternating flips the training graph mirrors
+    every batch of odd epochs, so each image is seen flipped every other epoch, from a random start (airbench's
+    alternating flip): over any two epochs, both views of every image, where random flips repeat some."""
+    mirror = np.random.default_rng(seed).random(len(x)) < 0.5
+    return np.where(mirror[:, None, None, None], x[:, :, ::-1], x)
+
+
+def with_augmentation(model, config: TrainConfig, steps_per_epoch: int = 1):
     """A training-only wrapper: the augmentation as the first layer of the graph, in front of ``model``
     (which shares its weights and is what gets saved). ``training_data`` feeds it uint8 batches, and the flips
     and shifts run in the same thread pool as the convolutions: on two cores an augmenting tf.data map beside
-    them cost a third of the throughput."""
+    them cost a third of the throughput. ``steps_per_epoch`` tells alternating flips where epochs end."""
     k, t = keras(), tf()
-    seed, shift = config.seed, config.shift
+    seed, shift, alternate = config.seed, config.shift, config.alternate_flips
 
     class Augment(k.layers.Layer):
         def build(self, input_shape):
@@ -67,7 +80,10 @@ def with_augmentation(model, config: TrainConfig):
             if not training:
                 return images
             key = self.step.assign_add(1)  # a new draw every batch; the same sequence on a rerun
-            return augment_batch(images, t.stack([t.constant(seed, t.int64), key]), shift)
+            if alternate:
+                odd = ((key - 1) // steps_per_epoch) % 2 == 1
+                images = t.cond(odd, lambda: t.reverse(images, [2]), lambda: images)
+            return augment_batch(images, t.stack([t.constant(seed, t.int64), key]), shift, flip=not alternate)
 
     inputs = k.Input(shape=model.input_shape[1:], name="train_pixels")
     return k.Model(inputs, model(Augment(name="augment")(inputs)), name=f"{model.name}_augmented")
@@ -85,17 +101,56 @@ def learning_rate(config: TrainConfig, steps_per_epoch: int):
     )
 
 
-def make_optimizer(name: Optimizer | str, rate):
-    """``rate``: a float or a schedule."""
+NO_DECAY = ["bias", "gamma", "beta"]  # variable names weight decay leaves alone: biases and BN's scale and shift
+
+
+def make_optimizer(name: Optimizer | str, rate, weight_decay: float = 0.0, ema: float = 0.0):
+    """``rate``: a float or a schedule. ``weight_decay`` is decoupled from the loss: each step shrinks the
+    kernels by ``rate * weight_decay`` (tf-keras scales it with the rate). ``ema``: the optimizer keeps an
+    exponential average of the weights with this momentum per step and writes it into the model when ``fit``
+    ends, so the saved weights are the average (BN statistics stay those of the raw weights)."""
     name = Optimizer(name)
+    options = dict(learning_rate=rate, weight_decay=weight_decay or None, use_ema=ema > 0,
+                   ema_momentum=ema or 0.99)
     if name is Optimizer.SGD:
-        return keras().optimizers.SGD(learning_rate=rate)
-    if name is Optimizer.NESTEROV:
-        return keras().optimizers.SGD(learning_rate=rate, momentum=0.9, nesterov=True)
-    return keras().optimizers.Adam(learning_rate=rate)
+        optimizer = keras().optimizers.SGD(**options)
+    elif name is Optimizer.NESTEROV:
+        optimizer = keras().optimizers.SGD(momentum=0.9, nesterov=True, **options)
+    else:
+        optimizer = keras().optimizers.Adam(**options)
+    if weight_decay:
+        optimizer.exclude_from_weight_decay(var_names=NO_DECAY)
+    return optimizer
 
 
 def loss(label_smoothing: float = 0.0):
     """Categorical cross-entropy on one-hot labels; smoothing moves ``label_smoothing`` of the target's
     mass evenly onto all classes, which keeps logits of a small model from growing without bound."""
     return keras().losses.CategoricalCrossentropy(label_smoothing=label_smoothing)
+
+
+def whiten_stem(model, x: np.ndarray, eps: float = 5e-4, sample: int = 5000) -> bool:
+    """Sets a 2x2 patch stem (a layer named ``stem`` with a 2x2 kernel on the raw pixels) to whiten the
+    train patches: its filters are the patch covariance's eigenvectors scaled by 1/sqrt(eigenvalue), each
+    with both signs (ReLU follows), the strongest first; airbench starts its stem the same way. Returns
+    whether the model had such a stem. Pixels are taken as the model sees them, scaled to 0-1."""
+    try:
+        stem = model.get_layer("stem")
+    except ValueError:
+        return False
+    kernel = stem.get_weights()[0]
+    if kernel.shape[:2] != (2, 2):
+        return False
+    h, w, c, filters = kernel.shape
+    images = np.asarray(x[:sample], dtype=np.float64) / 255.0
+    n, rows, cols = len(images), images.shape[1] // 2 * 2, images.shape[2] // 2 * 2
+    patches = images[:, :rows, :cols].reshape(n, rows // 2, 2, cols // 2, 2, c).transpose(0, 1, 3, 2, 4, 5)
+    patches = patches.reshape(-1, h * w * c)
+    values, vectors = np.linalg.eigh(np.cov(patches, rowvar=False))
+    order = np.argsort(values)[::-1]
+    basis = (vectors[:, order] / np.sqrt(values[order] + eps)).T  # (12, 12): strongest direction first
+    both = np.concatenate([basis, -basis], axis=0)
+    pick = np.resize(np.arange(len(both)).reshape(2, -1).T.ravel(), filters)  # +v1, -v1, +v2, -v2, ...
+    stem.set_weights([both[pick].reshape(filters, h, w, c).transpose(1, 2, 3, 0).astype(np.float32),
+                      *stem.get_weights()[1:]])
+    return True

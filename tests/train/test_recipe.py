@@ -127,8 +127,115 @@ def test_recipe_presets_and_overrides():
 def test_edge_recipe_trains_every_arch(tiny_dataset):
     from edgecv.train.fit import train
 
-    for arch in (Arch.SEED_CNN, Arch.DSCNN, Arch.RESNET8):
+    for arch in (Arch.SEED_CNN, Arch.DSCNN, Arch.RESNET8, Arch.PATCHNET):
         config = TrainConfig(arch=arch, epochs=4, batch_size=32, optimizer=Optimizer.ADAM, learning_rate=3e-3,
                              augment=True, shift=1, label_smoothing=0.1, schedule=Schedule.COSINE, warmup_epochs=1)
         result = train(tiny_dataset, config)
         assert result.history["loss"][-1] < result.history["loss"][0], arch
+
+
+def test_alternating_flips_show_each_image_both_ways_every_two_epochs():
+    from edgecv._tf import keras
+    from edgecv.train.recipe import alternation_start, with_augmentation
+
+    x = np.random.default_rng(0).integers(0, 255, (64, 6, 6, 3)).astype(np.uint8)
+    start = alternation_start(x, seed=3)
+    mirrored = [not np.array_equal(a, b) for a, b in zip(start, x)]
+    assert all(np.array_equal(start[i], x[i, :, ::-1]) for i in np.flatnonzero(mirrored))
+    assert 16 <= sum(mirrored) <= 48 and np.array_equal(start, alternation_start(x, seed=3))
+
+    inner = keras().Sequential([keras().Input((6, 6, 3)), keras().layers.Flatten()])
+    config = TrainConfig(augment=True, shift=0, alternate_flips=True)
+    augment = with_augmentation(inner, config, steps_per_epoch=2).get_layer("augment")
+    batch = start[:8].astype(np.float32)
+    seen = [augment(batch, training=True).numpy() for _ in range(6)]  # three epochs of two steps
+    for step, out in enumerate(seen):
+        odd_epoch = (step // 2) % 2 == 1
+        assert np.array_equal(out, batch[:, :, ::-1] if odd_epoch else batch), step
+
+
+def test_weight_decay_shrinks_kernels_only():
+    from edgecv._tf import keras, tf
+    from edgecv.train.recipe import make_optimizer
+
+    model = keras().Sequential([keras().Input((4, 4, 2)), keras().layers.Conv2D(3, 3, name="conv"),
+                                keras().layers.BatchNormalization(name="bn"), keras().layers.Flatten(),
+                                keras().layers.Dense(2, name="dense")])
+    for v in model.trainable_variables:
+        v.assign(tf().ones_like(v) * 0.5)
+    before = {v.name: v.numpy().copy() for v in model.trainable_variables}
+    optimizer = make_optimizer(Optimizer.NESTEROV, 0.1, weight_decay=0.2)
+    optimizer.apply_gradients([(tf().zeros_like(v), v) for v in model.trainable_variables])
+    for v in model.trainable_variables:
+        shrunk = "kernel" in v.name
+        expected = before[v.name] * (1 - 0.1 * 0.2) if shrunk else before[v.name]
+        np.testing.assert_allclose(v.numpy(), expected, rtol=1e-6, err_msg=v.name)
+
+
+def test_ema_leaves_the_average_of_the_weights_after_fit():
+    from edgecv._tf import keras
+    from edgecv.train.fit import compile_model
+
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(32, 3)).astype(np.float32), np.eye(2, dtype=np.float32)[rng.integers(0, 2, 32)]
+    keras().utils.set_random_seed(0)
+    model = keras().Sequential([keras().Input((3,)), keras().layers.Dense(2, activation="softmax")])
+    start = [w.copy() for w in model.get_weights()]
+    compile_model(model, Optimizer.SGD, 0.5, ema=0.5)
+    trail = []
+
+    class Record(keras().callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            trail.append([w.copy() for w in self.model.get_weights()])
+
+    model.fit(x, y, batch_size=8, epochs=1, shuffle=False, verbose=0, callbacks=[Record()])
+    average = start
+    for weights in trail:  # momentum 0.5 per step, from the starting weights
+        average = [0.5 * a + 0.5 * w for a, w in zip(average, weights)]
+    for got, want, raw in zip(model.get_weights(), average, trail[-1]):
+        np.testing.assert_allclose(got, want, rtol=1e-5)
+        assert not np.allclose(got, raw)  # the raw weights were replaced
+
+
+def test_whiten_stem_decorrelates_the_patches():
+    from edgecv.train.models import build
+    from edgecv.train.recipe import whiten_stem
+
+    rng = np.random.default_rng(0)
+    smooth = rng.normal(128, 40, (400, 8, 8, 3)).repeat(2, axis=1).repeat(2, axis=2)  # correlated neighbours
+    x = np.clip(smooth + rng.normal(0, 20, smooth.shape), 0, 255).astype(np.uint8)
+    model = build("patchnet", (16, 16, 3), 3)
+    assert whiten_stem(model, x)
+    kernel = model.get_layer("stem").get_weights()[0]  # (2, 2, 3, 24)
+    patches = (x / 255.0).reshape(400, 8, 2, 8, 2, 3).transpose(0, 1, 3, 2, 4, 5).reshape(-1, 12)
+    plus = kernel.reshape(12, 24)[:, 0::2]  # +v1, +v2, ...; the odd filters are their negatives
+    np.testing.assert_allclose(kernel.reshape(12, 24)[:, 1::2], -plus)
+    cov = np.cov(patches @ plus, rowvar=False)
+    assert np.abs(cov - np.diag(np.diag(cov))).max() < 0.02  # decorrelated
+    assert 0.9 < np.diag(cov).min() and np.diag(cov).max() < 1.01  # unit variance, up to eps
+    assert not whiten_stem(build("resnet8", (16, 16, 3), 3), x)  # a 3x3 stem is left as it is
+
+
+def test_whiten_refuses_a_model_without_a_patch_stem(tiny_dataset):
+    from edgecv.train.fit import train
+
+    with pytest.raises(ConfigError, match="patch stem"):
+        train(tiny_dataset, TrainConfig(arch=Arch.RESNET8, epochs=1, whiten=True))
+
+
+def test_new_recipe_options_are_checked():
+    with pytest.raises(ConfigError, match="weight decay"):
+        TrainConfig(weight_decay=-1e-4)
+    with pytest.raises(ConfigError, match="EMA"):
+        TrainConfig(ema=1.0)
+
+
+def test_every_recipe_option_together_trains_patchnet(tiny_dataset):
+    from edgecv.train.fit import train
+
+    config = TrainConfig(arch=Arch.PATCHNET, epochs=4, batch_size=32, optimizer=Optimizer.NESTEROV,
+                         learning_rate=0.05, weight_decay=5e-4, augment=True, shift=2, alternate_flips=True,
+                         label_smoothing=0.2, schedule=Schedule.COSINE, warmup_epochs=1, ema=0.9, whiten=True)
+    result = train(tiny_dataset, config)
+    assert result.history["loss"][-1] < result.history["loss"][0]
+    assert result.test_accuracy > 0.5  # three classes: better than chance, with the averaged weights
