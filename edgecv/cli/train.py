@@ -22,6 +22,18 @@ def train(
     optimizer: Optional[Optimizer] = opt.OptimizerChoice,
     lr: Optional[float] = opt.Lr,
     budget_minutes: Optional[float] = opt.Budget,
+    weight_decay: Optional[float] = typer.Option(None, "--weight-decay", min=0.0, help="Decoupled weight decay "
+                                                 "on kernels (not BN or biases), per step times the rate. "
+                                                 "Default: the recipe's."),
+    label_smoothing: Optional[float] = typer.Option(None, "--label-smoothing", help="Default: the recipe's."),
+    shift: Optional[int] = typer.Option(None, "--shift", min=0, help="Largest random shift, pixels. Default: the "
+                                        "recipe's."),
+    alternate_flips: Optional[bool] = typer.Option(None, "--alternate-flips/--random-flips", help="Flip each "
+                                                   "image every other epoch, or at random. Default: the recipe's."),
+    ema: Optional[float] = typer.Option(None, "--ema", help="Keep an average of the weights with this momentum "
+                                        "per step, and save it (0: off). Default: the recipe's."),
+    whiten: Optional[bool] = typer.Option(None, "--whiten/--no-whiten", help="Start patchnet's 2x2 stem as a "
+                                          "whitening of the train patches. Default: the recipe's."),
     seed: int = opt.Seed,
     val_split: float = typer.Option(0.0, help="Share of the train split held out for validation, in [0, 1)."),
     train_limit: Optional[int] = opt.TrainLimit,
@@ -38,7 +50,9 @@ def train(
 
     config = recipe_config(opt.recipe_for(recipe, arch), arch=arch, epochs=epochs, batch_size=batch_size,
                            optimizer=optimizer, learning_rate=lr, seed=seed, val_split=val_split, strategy=strategy,
-                           budget_minutes=budget_minutes)
+                           budget_minutes=budget_minutes, weight_decay=weight_decay,
+                           label_smoothing=label_smoothing, shift=shift, alternate_flips=alternate_flips, ema=ema,
+                           whiten=whiten)
     job = TrainJob(config, opt.writable(out, KERAS_SUFFIXES), data, train_limit, test_limit, stream, image_size,
                    cache_dir)
     with ui.ProgressBars(not quiet) as bars:

@@ -34,7 +34,8 @@ class TrainJob:
             raise ConfigError("--stream reads an image folder: pass --data FOLDER")
         if config.budget_minutes is not None:
             raise ConfigError("--budget-minutes fits epochs to in-memory data: it does not combine with --stream")
-        if config.augment or config.label_smoothing or config.schedule is not Schedule.CONSTANT:
+        if (config.augment or config.label_smoothing or config.schedule is not Schedule.CONSTANT
+                or config.weight_decay or config.ema or config.whiten or config.alternate_flips):
             raise ConfigError(f"--stream trains with the classic recipe only (the {config.arch.value} default is "
                               "edge: flips, shifts and a schedule on in-memory data); add --recipe classic")
         if config.val_split or self.train_limit or self.test_limit:

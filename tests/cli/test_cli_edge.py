@@ -91,3 +91,21 @@ def test_stream_refuses_the_edge_recipe_in_one_line(tmp_path, image_folder):
     assert r.exit_code == 2, r.output
     lines = [line for line in r.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "add --recipe classic" in lines[0], r.stderr
+
+
+def test_train_patchnet_with_every_recipe_option(tmp_path, image_folder):
+    model = tmp_path / "p.keras"
+    r = run("train", "--data", image_folder, "--arch", "patchnet", "--epochs", "2", "--batch-size", "16",
+            "--optimizer", "nesterov", "--lr", "0.05", "--weight-decay", "5e-4", "--label-smoothing", "0.2",
+            "--shift", "2", "--alternate-flips", "--ema", "0.9", "--whiten", "--out", model, "-q")
+    assert r.exit_code == 0, r.output + r.stderr
+    assert model.is_file() and "after 2 epochs" in r.stdout
+
+
+def test_whiten_on_a_model_without_a_patch_stem_is_one_line(tmp_path, image_folder):
+    r = run("train", "--data", image_folder, "--arch", "resnet8", "--epochs", "1", "--whiten", "--out",
+            tmp_path / "m.keras", "-q")
+    assert r.exit_code == 2, r.output
+    lines = [line for line in r.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "patch stem" in lines[0], r.stderr
+    assert not (tmp_path / "m.keras").exists()
