@@ -18,7 +18,7 @@ class Arch(str, Enum):
     SEED_CNN = "seed-cnn"  # Conv32-Pool-Conv64-Pool-Dense128-Dense(n): the classic Keras CIFAR-10 recipe
     RESNET8 = "resnet8"  # the MLPerf Tiny image-classification reference layout (78,666 parameters)
     DSCNN = "dscnn"  # MobileNet-style depthwise-separable network sized for 32x32 inputs
-    PATCHNET = "patchnet"  # a 2x2 stride-2 patch stem, then conv-pool blocks at 16x16 and 8x8: laid out for int8
+    PATCHNET = "patchnet"  # a 2x2 stride-2 patch stem, then conv-pool blocks down to 4x4: laid out for int8
 
 
 class Strategy(str, Enum):
@@ -112,6 +112,10 @@ class TrainConfig:
         if self.budget_minutes is not None and self.strategy is Strategy.MULTI_WORKER:
             raise ConfigError("--budget-minutes plans on one machine's clock: workers would plan apart; use it "
                               "without --strategy multi-worker")
+        if self.alternate_flips and not self.augment:
+            raise ConfigError("alternating flips are part of the augmentation: they need the edge recipes")
+        if self.whiten and Arch(self.arch) is not Arch.PATCHNET:
+            raise ConfigError(f"--whiten needs a 2x2 patch stem (patchnet); {Arch(self.arch).value} has none")
         if self.weight_decay < 0:
             raise ConfigError(f"weight decay must be >= 0, got {self.weight_decay}")
         if not 0.0 <= self.ema < 1.0:

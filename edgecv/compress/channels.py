@@ -10,7 +10,7 @@ shortcut and the branch keep the same channels. The model's input and output cha
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -113,7 +113,8 @@ def prune_channels(model, dataset: Dataset, ratio: float, finetune: TrainConfig 
     pruned_accuracy = evaluate(smaller, dataset.x_test, dataset.y_test)
     accuracy = None
     if finetune is not None:
-        accuracy = train(dataset, finetune, on_progress, model=smaller).test_accuracy
+        # a fine-tune of cut weights: no average reaching back to the cut, no new stem
+        accuracy = train(dataset, replace(finetune, ema=0.0, whiten=False), on_progress, model=smaller).test_accuracy
     return StructuredResult(
         model=smaller, ratio=ratio, layers=layers, params_before=model.count_params(),
         params_after=smaller.count_params(), macs_before=total_macs(model), macs_after=total_macs(smaller),

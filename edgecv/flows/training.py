@@ -36,8 +36,9 @@ class TrainJob:
             raise ConfigError("--budget-minutes fits epochs to in-memory data: it does not combine with --stream")
         if (config.augment or config.label_smoothing or config.schedule is not Schedule.CONSTANT
                 or config.weight_decay or config.ema or config.whiten or config.alternate_flips):
-            raise ConfigError(f"--stream trains with the classic recipe only (the {config.arch.value} default is "
-                              "edge: flips, shifts and a schedule on in-memory data); add --recipe classic")
+            raise ConfigError(f"--stream trains with the classic recipe only: augmentation, schedules, label "
+                              f"smoothing, weight decay, EMA and whitening need in-memory data (the "
+                              f"{config.arch.value} default recipe has some); add --recipe classic and drop them")
         if config.val_split or self.train_limit or self.test_limit:
             raise ConfigError("--stream reads whole splits: --val-split, --train-limit and --test-limit do not apply")
 

@@ -14,7 +14,7 @@ import numpy as np
 from edgecv._tf import keras, tf
 from edgecv.config import Optimizer, TrainConfig
 from edgecv.data.datasets import Dataset
-from edgecv.errors import ConfigError, DataError
+from edgecv.errors import DataError
 from edgecv.train.models import build
 from edgecv.progress import Progress, ProgressFn, ignore
 
@@ -74,7 +74,8 @@ def train(
     x, y = dataset.x_train, one_hot(dataset.y_train, dataset.num_classes)
     n_train = len(x) - (max(1, int(len(x) * config.val_split)) if config.val_split > 0 else 0)
     with scope(config.strategy):
-        if model is None:
+        built = model is None
+        if built:
             model = build(config.arch, dataset.input_shape, dataset.num_classes)
         steps = -(-n_train // config.batch_size)
         if config.budget_minutes is not None:
@@ -85,8 +86,6 @@ def train(
             rate = schedule(config.learning_rate, planned_steps)
         else:
             rate = learning_rate(config, steps)
-        if config.whiten and not whiten_stem(model, x):
-            raise ConfigError(f"--whiten needs a 2x2 patch stem (patchnet); {config.arch.value} has none")
         trainer = with_augmentation(model, config, steps) if config.augment else model
         compile_model(trainer, config.optimizer, rate, config.label_smoothing, config.weight_decay, config.ema)
     validation = None
@@ -96,6 +95,8 @@ def train(
         n_val = max(1, int(len(x) * config.val_split))
         validation = (x[order[:n_val]], y[order[:n_val]])
         x, y = x[order[n_val:]], y[order[n_val:]]
+    if config.whiten and built:  # a model passed in keeps its stem
+        whiten_stem(model, x, config.seed)
     callbacks = [ProgressCallback("train", on_progress, config.epochs, len(x), config.batch_size, plan)]
     epochs = config.epochs
     if plan is not None:

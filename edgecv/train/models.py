@@ -107,8 +107,8 @@ def patchnet(input_shape: tuple[int, ...] = (32, 32, 3), num_classes: int = 10,
              widths: tuple[int, ...] = PATCHNET_WIDTHS):
     """A network laid out for int8 kernels, after airbench's: one cheap layer at full resolution (a 2x2
     stride-2 patch stem, which ``recipe.whiten_stem`` can set to whiten the patches), then blocks of
-    conv3x3-BN-ReLU, max-pool 2x2, conv3x3-BN-ReLU, so that the convolutions run at 16x16 and 8x8 instead of
-    32x32 (XNNPACK pays per output pixel). Global pooling is a MEAN, which XNNPACK runs in int8 (an
+    conv3x3-BN-ReLU, max-pool 2x2, conv3x3-BN-ReLU, so that the convolutions run at 16x16, 8x8 and 4x4
+    instead of 32x32 (XNNPACK pays per output pixel). Global pooling is a MEAN, which XNNPACK runs in int8 (an
     AVERAGE_POOL_2D would leave it for the reference kernel). Convolutions carry no bias: BN follows each."""
     if min(input_shape[:2]) < 2 ** len(widths):
         raise ConfigError(f"patchnet with {len(widths) - 1} blocks needs images of at least {2 ** len(widths)} "

@@ -58,18 +58,21 @@ def training_data(x: np.ndarray, y: np.ndarray, config: TrainConfig):
 def alternation_start(x: np.ndarray, seed: int) -> np.ndarray:
     """Half the images, chosen by ``seed``, mirrored once. With alternating flips the training graph mirrors
     every batch of odd epochs, so each image is seen flipped every other epoch, from a random start (airbench's
-    alternating flip): over any two epochs, both views of every image, where random flips repeat some."""
+    alternating flip): over any two consecutive epochs, both views of every image, where random flips repeat
+    some."""
     mirror = np.random.default_rng(seed).random(len(x)) < 0.5
     return np.where(mirror[:, None, None, None], x[:, :, ::-1], x)
 
 
-def with_augmentation(model, config: TrainConfig, steps_per_epoch: int = 1):
+def with_augmentation(model, config: TrainConfig, steps_per_epoch: int | None = None):
     """A training-only wrapper: the augmentation as the first layer of the graph, in front of ``model``
     (which shares its weights and is what gets saved). ``training_data`` feeds it uint8 batches, and the flips
     and shifts run in the same thread pool as the convolutions: on two cores an augmenting tf.data map beside
     them cost a third of the throughput. ``steps_per_epoch`` tells alternating flips where epochs end."""
     k, t = keras(), tf()
     seed, shift, alternate = config.seed, config.shift, config.alternate_flips
+    if alternate and not steps_per_epoch:
+        raise ValueError("alternating flips need steps_per_epoch: the epoch decides the flip")
 
     class Augment(k.layers.Layer):
         def build(self, input_shape):
@@ -129,11 +132,13 @@ def loss(label_smoothing: float = 0.0):
     return keras().losses.CategoricalCrossentropy(label_smoothing=label_smoothing)
 
 
-def whiten_stem(model, x: np.ndarray, eps: float = 5e-4, sample: int = 5000) -> bool:
+def whiten_stem(model, x: np.ndarray, seed: int = 0, eps: float = 5e-4, sample: int = 5000) -> bool:
     """Sets a 2x2 patch stem (a layer named ``stem`` with a 2x2 kernel on the raw pixels) to whiten the
-    train patches: its filters are the patch covariance's eigenvectors scaled by 1/sqrt(eigenvalue), each
-    with both signs (ReLU follows), the strongest first; airbench starts its stem the same way. Returns
-    whether the model had such a stem. Pixels are taken as the model sees them, scaled to 0-1."""
+    train patches: its filters are the patch covariance's eigenvectors scaled by 1/sqrt(eigenvalue + eps),
+    each with both signs (ReLU follows), the strongest first. Patches come from a seeded random ``sample``
+    of ``x`` (image folders load sorted by class), as the model sees them, scaled to 0-1. A start only:
+    unlike airbench's frozen whitening layer, the stem keeps training and BN follows it. Returns whether
+    the model had such a stem."""
     try:
         stem = model.get_layer("stem")
     except ValueError:
@@ -142,7 +147,8 @@ def whiten_stem(model, x: np.ndarray, eps: float = 5e-4, sample: int = 5000) -> 
     if kernel.shape[:2] != (2, 2):
         return False
     h, w, c, filters = kernel.shape
-    images = np.asarray(x[:sample], dtype=np.float64) / 255.0
+    pick = np.random.default_rng(seed).choice(len(x), min(sample, len(x)), replace=False)
+    images = np.asarray(x[np.sort(pick)], dtype=np.float64) / 255.0
     n, rows, cols = len(images), images.shape[1] // 2 * 2, images.shape[2] // 2 * 2
     patches = images[:, :rows, :cols].reshape(n, rows // 2, 2, cols // 2, 2, c).transpose(0, 1, 3, 2, 4, 5)
     patches = patches.reshape(-1, h * w * c)
@@ -150,7 +156,7 @@ def whiten_stem(model, x: np.ndarray, eps: float = 5e-4, sample: int = 5000) -> 
     order = np.argsort(values)[::-1]
     basis = (vectors[:, order] / np.sqrt(values[order] + eps)).T  # (12, 12): strongest direction first
     both = np.concatenate([basis, -basis], axis=0)
-    pick = np.resize(np.arange(len(both)).reshape(2, -1).T.ravel(), filters)  # +v1, -v1, +v2, -v2, ...
-    stem.set_weights([both[pick].reshape(filters, h, w, c).transpose(1, 2, 3, 0).astype(np.float32),
+    order = np.resize(np.arange(len(both)).reshape(2, -1).T.ravel(), filters)  # +v1, -v1, +v2, -v2, ...
+    stem.set_weights([both[order].reshape(filters, h, w, c).transpose(1, 2, 3, 0).astype(np.float32),
                       *stem.get_weights()[1:]])
     return True

@@ -109,3 +109,11 @@ def test_whiten_on_a_model_without_a_patch_stem_is_one_line(tmp_path, image_fold
     lines = [line for line in r.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "patch stem" in lines[0], r.stderr
     assert not (tmp_path / "m.keras").exists()
+
+
+def test_stream_refuses_the_new_recipe_options_in_one_line(tmp_path, image_folder):
+    r = run("train", "--data", image_folder, "--recipe", "classic", "--weight-decay", "1e-4", "--stream", "--out",
+            tmp_path / "m.keras", "-q")
+    assert r.exit_code == 2, r.output
+    lines = [line for line in r.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "weight decay" in lines[0], r.stderr

@@ -53,7 +53,7 @@ def _kill_half(model, seed=0):
     return dead
 
 
-@pytest.mark.parametrize("arch", ["seed-cnn", "resnet8", "dscnn"])
+@pytest.mark.parametrize("arch", ["seed-cnn", "resnet8", "dscnn", "patchnet"])
 def test_shrink_removes_dead_channels_without_changing_the_output(arch):
     from edgecv.measure.macs import total_macs
     from edgecv.train.models import build
