@@ -1,0 +1,306 @@
+"""Edge frontier v2: patchnet and the recipe options, ablated in short budgeted runs and confirmed over seeds.
+
+Usage:
+    python benchmarks/edge_frontier_cifar10.py throughput --data ../shared/datasets/cifar10-jpg
+    python benchmarks/edge_frontier_cifar10.py ablate --data ../shared/datasets/cifar10-jpg --row patchnet \\
+        [--minutes 10] [--threads 1]
+    python benchmarks/edge_frontier_cifar10.py table
+    python benchmarks/edge_frontier_cifar10.py confirm --data ../shared/datasets/cifar10-jpg \\
+        --reference ../shared/models/mlperf-tiny-resnet8/pretrainedResnet_quant.tflite --row winner \\
+        [--minutes 30] [--seeds 0 1 2]
+
+``throughput``: training images/s of patchnet beside resnet8, and of the throughput switches (batch size, op
+determinism, oneDNN, bfloat16), each in its own process so that one setting cannot leak into the next.
+``ablate``: one row of the ablation: a budgeted run from scratch (data loading counts), int8 and float32
+accuracy on the full JPEG test set. Rows change one thing from ``patchnet`` (the edge recipe, unchanged).
+``table``: the ablation rows so far as Markdown. ``confirm``: the chosen row for each seed at the full budget,
+the MLPerf reference int8 file timed in the same run, and the issue's targets judged as ratios from that run.
+Results go to ``benchmarks/results/edge_frontier/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+from edgecv.config import Arch, Optimizer
+
+HERE = Path(__file__).resolve().parent
+OUT = HERE / "results" / "edge_frontier"
+
+SGD = dict(optimizer=Optimizer.NESTEROV, learning_rate=0.1, weight_decay=5e-4)  # replaces Adam (3e-3, no decay)
+ROWS = {  # name: (what changes, TrainConfig overrides of the edge recipe)
+    "resnet8": ("ResNet-8, edge recipe (the reference layout)", dict(arch=Arch.RESNET8)),
+    "patchnet": ("patchnet, edge recipe (Adam 3e-3, smoothing 0.1, random flips, 4-px shifts)",
+                 dict(arch=Arch.PATCHNET)),
+    "sgd": ("+ SGD-Nesterov 0.1, decoupled weight decay 5e-4", dict(arch=Arch.PATCHNET, **SGD)),
+    "smooth02": ("+ label smoothing 0.2", dict(arch=Arch.PATCHNET, label_smoothing=0.2)),
+    "shift2": ("+ 2-pixel shifts", dict(arch=Arch.PATCHNET, shift=2)),
+    "altflip": ("+ alternating flips", dict(arch=Arch.PATCHNET, alternate_flips=True)),
+    "ema": ("+ weight EMA, momentum 0.999", dict(arch=Arch.PATCHNET, ema=0.999)),
+    "whiten": ("+ whitening stem start", dict(arch=Arch.PATCHNET, whiten=True)),
+    "batch256": ("+ batch 256 (rate unchanged)", dict(arch=Arch.PATCHNET, batch_size=256)),
+}
+
+
+def log(p, last={}) -> None:
+    key = (p.task, p.message.split(" loss")[0])
+    if key not in last:
+        print(f"  {p.task} {p.message}", flush=True)
+        last[key] = True
+
+
+def threads(n: int | None) -> None:
+    if n:
+        from edgecv._tf import tf
+
+        tf().config.threading.set_intra_op_parallelism_threads(n)
+        tf().config.threading.set_inter_op_parallelism_threads(n)
+
+
+def config_for(row: str, seed: int, minutes: float):
+    from edgecv.config import Recipe, recipe_config
+
+    overrides = dict(ROWS[row][1])
+    return recipe_config(overrides.pop("recipe", Recipe.EDGE), seed=seed, budget_minutes=minutes, **overrides)
+
+
+def run(row: str, data: str, seed: int, minutes: float, work: Path, bench, reserve: float = 0.0) -> dict:
+    """One budgeted run from scratch: the clock starts before the data is loaded and stops when the int8 file
+    is written. Training gets ``minutes - reserve``: the reserve is for saving and converting."""
+    from edgecv.compress.export import save_keras
+    from edgecv.compress.quantize import calibration_images, convert
+    from edgecv.config import QuantMode
+    from edgecv.data.datasets import load
+    from edgecv.device.edgetpu import static_report
+    from edgecv.measure.benchmark import benchmark_tflite, find_runtime
+    from edgecv.measure.macs import total_macs
+    from edgecv.train.fit import train
+
+    started = time.perf_counter()
+    dataset = load(data, log)
+    config = config_for(row, seed, minutes - reserve)
+    result = train(dataset, config, log, started=started, track_test=2000)
+    trained = time.perf_counter() - started
+    stem = work / f"{row}-seed{seed}"
+    save_keras(result.model, stem.with_suffix(".keras"))
+    calibration = calibration_images(dataset, 200, seed)
+    paths = {mode: Path(f"{stem}-{mode.value}.tflite") for mode in (QuantMode.FLOAT32, QuantMode.INT8)}
+    for mode, path in paths.items():  # int8 last: the clock stops when it is written
+        path.write_bytes(convert(result.model, mode, calibration))
+    wall = time.perf_counter() - started
+    measured = {mode.value: asdict(benchmark_tflite(path, dataset, bench, log, name=f"{row} seed {seed} "
+                                                    f"{mode.value}", runtime=find_runtime()))
+                for mode, path in paths.items()}
+    plan = result.plan
+    edgetpu = static_report(Path(f"{stem}-int8.tflite"))
+    return {
+        "row": row, "change": ROWS[row][0], "seed": seed, "budget_minutes": minutes,
+        "train_budget_minutes": minutes - reserve, "trained_minutes": trained / 60, "wall_minutes": wall / 60,
+        "epochs": plan.epochs, "cut_off": plan.cut_off, "keras_accuracy": result.test_accuracy,
+        "curve": {"minutes": [t / 60 for t in plan.epoch_ends], "test_accuracy_2000": plan.test_accuracy},
+        "params": result.model.count_params(), "macs": total_macs(result.model),
+        "float32": measured["float32"], "int8": measured["int8"],
+        "edgetpu_fully_mapped": edgetpu.fully_mapped, "edgetpu_cpu_ops": edgetpu.cpu_ops,
+        "config": json.loads(json.dumps(asdict(config), default=str)),
+    }
+
+
+def write(path: Path, record: dict) -> None:
+    from edgecv.fsutil import write_text
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_text(path, json.dumps(record, indent=2, default=str) + "\n")
+    print(f"wrote {path}", flush=True)
+
+
+def ablate(args) -> None:
+    from edgecv.config import BenchConfig
+    from edgecv.measure.benchmark import host_environment
+
+    threads(args.threads)
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    record = run(args.row, args.data, args.seed, args.minutes, work, BenchConfig(warmup=10, runs=50))
+    record["threads"] = args.threads
+    record["environment"] = host_environment(None, 1)
+    record["command"] = " ".join(["python benchmarks/edge_frontier_cifar10.py", *sys.argv[1:]])
+    write(Path(args.out) / f"ablation-{args.row}.json", record)
+
+
+def table(args) -> str:
+    from edgecv.fsutil import write_text
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = [json.loads((out / f"ablation-{name}.json").read_text()) for name in ROWS
+            if (out / f"ablation-{name}.json").exists()]
+    base = next((r for r in rows if r["row"] == "patchnet"), None)
+    lines = ["| row | change | epochs | float % | int8 % | int8 vs patchnet row |", "|---|---|---|---|---|---|"]
+    for r in rows:
+        int8 = 100 * r["int8"]["accuracy"]
+        delta = f"{int8 - 100 * base['int8']['accuracy']:+.2f}" if base and r is not base else ""
+        lines.append(f"| {r['row']} | {r['change']} | {r['epochs']} | {100 * r['float32']['accuracy']:.2f} | "
+                     f"{int8:.2f} | {delta} |")
+    text = "\n".join(lines) + "\n"
+    write_text(out / "ablation.md", text)
+    print(text)
+    return text
+
+
+THROUGHPUT = [  # label, settings (each in its own process)
+    ("resnet8", dict(arch="resnet8")),
+    ("patchnet", dict(arch="patchnet")),
+    ("patchnet, batch 256", dict(arch="patchnet", batch_size=256)),
+    ("patchnet, batch 512", dict(arch="patchnet", batch_size=512)),
+    ("patchnet, no op determinism", dict(arch="patchnet", deterministic=False)),
+    ("patchnet, oneDNN off", dict(arch="patchnet", env={"TF_ENABLE_ONEDNN_OPTS": "0"})),
+    ("patchnet, mixed bfloat16 (the CPU has AVX512_BF16)", dict(arch="patchnet", policy="mixed_bfloat16")),
+]
+
+
+def throughput(args) -> None:
+    """Each setting in a child process (determinism, thread pools and oneDNN are process-wide)."""
+    if args.child:
+        return throughput_child(args, json.loads(args.child))
+    results = []
+    for label, setting in THROUGHPUT:
+        env = {**os.environ, **setting.get("env", {})}
+        out = subprocess.run([sys.executable, __file__, "throughput", "--data", args.data, "--child",
+                              json.dumps(setting)], capture_output=True, text=True, env=env)
+        if out.returncode:  # a setting this stack cannot run is a finding, not the end of the benchmark
+            error = (out.stderr.strip().splitlines() or ["no output"])[-1]
+            results.append({"setting": label, **setting, "images_per_second": None, "error": error})
+            print(f"  {label}: failed: {error}", flush=True)
+            continue
+        images_per_second = float(out.stdout.strip().splitlines()[-1])
+        results.append({"setting": label, **setting, "images_per_second": images_per_second})
+        print(f"  {label}: {images_per_second:.0f} images/s", flush=True)
+    from edgecv.measure.benchmark import host_environment
+
+    command = f"python benchmarks/edge_frontier_cifar10.py throughput --data {args.data}"
+    write(Path(args.out) / "throughput.json", {"command": command, "environment": host_environment(None, 1),
+                                    "train_images": 12800, "results": results})
+
+
+def throughput_child(args, setting: dict) -> None:
+    """The second of two epochs over 12,800 train images (the first traces the graph), edge recipe."""
+    from edgecv._tf import keras, tf
+    from edgecv.config import Recipe, recipe_config
+    from edgecv.data.datasets import load
+    from edgecv.train.fit import compile_model, one_hot
+    from edgecv.train.models import build
+    from edgecv.train.recipe import training_data, with_augmentation
+
+    keras().utils.set_random_seed(0)
+    if setting.get("deterministic", True):
+        tf().config.experimental.enable_op_determinism()
+    if setting.get("policy"):
+        keras().mixed_precision.set_global_policy(setting["policy"])
+    dataset = load(args.data).subset(train=12800, seed=0)
+    config = recipe_config(Recipe.EDGE, arch=setting["arch"], batch_size=setting.get("batch_size"))
+    x, y = dataset.x_train, one_hot(dataset.y_train, dataset.num_classes)
+    data, steps = training_data(x, y, config)
+    trainer = with_augmentation(build(config.arch, dataset.input_shape, dataset.num_classes), config, steps)
+    compile_model(trainer, config.optimizer, config.learning_rate, config.label_smoothing)
+    times = []
+
+    class Clock(keras().callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            self.t = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            times.append(time.perf_counter() - self.t)
+
+    trainer.fit(data, epochs=2, verbose=0, callbacks=[Clock()])
+    print(len(x) / times[-1])
+
+
+def confirm(args) -> None:
+    from edgecv.config import BenchConfig
+    from edgecv.data.datasets import load
+    from edgecv.measure.benchmark import benchmark_tflite, find_runtime, host_environment
+
+    threads(args.threads)
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    bench = BenchConfig(warmup=200, runs=2000)
+    path = Path(args.out) / f"confirm-{args.row}.json"
+    if path.exists() and not args.resume:
+        raise SystemExit(f"{path} exists: pass --resume to add seeds to it, or move it away")
+    record = json.loads(path.read_text()) if path.exists() else {"runs": []}
+    if any(r["budget_minutes"] != args.minutes for r in record["runs"]):
+        raise SystemExit(f"{path} holds runs of another budget than {args.minutes:g} minutes")
+    done = {r["seed"] for r in record["runs"]}
+    for seed in args.seeds:
+        if seed in done:
+            continue
+        one = run(args.row, args.data, seed, args.minutes, work, bench, reserve=args.reserve)
+        # the reference timed right after, in the same process and run, for the ratio
+        one["reference_int8"] = asdict(benchmark_tflite(args.reference, load(args.data), bench, log,
+                                                        name="MLPerf reference int8", runtime=find_runtime()))
+        record["runs"].append(one)
+        record.update(command=" ".join(["python benchmarks/edge_frontier_cifar10.py", *sys.argv[1:]]),
+                      environment=host_environment(find_runtime(), 1), targets=judge(record["runs"], args.minutes))
+        write(path, record)
+    for t in record["targets"]:
+        print(f"{'MET ' if t['met'] else 'MISS'} {t['target']}: {t['measured']:.3f}{t['unit']} "
+              f"(target {t['op']} {t['limit']}{t['unit']})")
+
+
+def judge(runs: list[dict], minutes: float) -> list[dict]:
+    import numpy as np
+
+    def target(name, measured, op, limit, unit=""):
+        met = measured <= limit if op == "<=" else measured >= limit
+        return {"target": name, "measured": float(measured), "op": op, "limit": limit, "unit": unit, "met": bool(met)}
+
+    int8 = float(np.mean([100 * r["int8"]["accuracy"] for r in runs]))
+    ratio = max(r["int8"]["latency"]["p50_ms"] / r["reference_int8"]["latency"]["p50_ms"] for r in runs)
+    return [
+        target(f"int8 top-1, mean of {len(runs)} seeds", int8, ">=", 85.0, " %"),
+        target(f"int8 top-1, mean of {len(runs)} seeds (stretch)", int8, ">=", 88.0, " %"),
+        target("int8 p50 / MLPerf reference int8 p50, same run (worst seed)", ratio, "<=", 0.65, "x"),
+        target("parameters", max(r["params"] for r in runs), "<=", 100_000),
+        target("float minus int8 top-1 (worst seed)",
+               max(100 * (r["float32"]["accuracy"] - r["int8"]["accuracy"]) for r in runs), "<=", 0.5, " points"),
+        target("whole run, data to int8 file (worst seed)", max(r["wall_minutes"] for r in runs), "<=", minutes,
+               " min"),
+    ]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("mode", choices=["throughput", "ablate", "table", "confirm"])
+    parser.add_argument("--data")
+    parser.add_argument("--row", default="patchnet", choices=list(ROWS))
+    parser.add_argument("--minutes", type=float)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--threads", type=int, help="TensorFlow's thread pools (default: all cores)")
+    parser.add_argument("--reference", help="the MLPerf Tiny int8 .tflite, timed beside each seed")
+    parser.add_argument("--work", default="runs/edge-frontier", help="trained models and .tflite files")
+    parser.add_argument("--out", default=str(OUT), help="results (JSON, Markdown)")
+    parser.add_argument("--resume", action="store_true", help="confirm: keep seeds already in the results")
+    parser.add_argument("--reserve", type=float, default=0.5,
+                        help="confirm: minutes of the budget kept for saving and converting, not training")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.mode in ("throughput", "ablate", "confirm") and not args.data:
+        parser.error("--data is required")
+    if args.mode == "confirm" and not (args.reference and Path(args.reference).is_file()):
+        parser.error(f"--reference must be the MLPerf Tiny int8 .tflite file, got {args.reference}")
+    if args.minutes is None:
+        args.minutes = 30.0 if args.mode == "confirm" else 10.0
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    {"throughput": throughput, "ablate": ablate, "table": table, "confirm": confirm}[args.mode](args)
+
+
+if __name__ == "__main__":
+    main()
