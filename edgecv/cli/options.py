@@ -23,10 +23,11 @@ Json = flag("--json", help="Print the result as JSON on stdout instead of a tabl
 Quiet = flag("--quiet", "-q", help="No progress bars.")
 Wide = flag("--wide", help="Every column (p90/p99, MMACs, params, sparsity, peak memory); the default table fits "
             "80 columns, and report.md always has them all.")
-RecipeChoice = typer.Option(None, help="Training preset: classic (SGD 0.01, 10 epochs, batch 64) or edge "
+RecipeChoice = typer.Option(None, help="Training preset: classic (SGD 0.01, 10 epochs, batch 64), edge "
                             "(flips and shifts, label smoothing 0.1, Adam 3e-3 with warm-up and cosine decay, 30 "
-                            "epochs, batch 128). Default: classic for seed-cnn, edge for the others. --epochs, "
-                            "--batch-size, --optimizer and --lr override it.")
+                            "epochs, batch 128) or edge2 (edge with SGD-Nesterov 0.1 and weight decay 5e-4). "
+                            "Default: classic for seed-cnn, edge2 for patchnet, edge for the others. Explicit "
+                            "options override it.")
 Epochs = typer.Option(None, "--epochs", min=1, help="Training epochs. Default: the recipe's.")
 Batch = typer.Option(None, "--batch-size", min=1, help="Default: the recipe's.")
 OptimizerChoice = typer.Option(None, "--optimizer", help="Default: the recipe's.")
@@ -57,7 +58,7 @@ def recipe_for(recipe: Recipe | None, arch: Arch) -> Recipe:
     """The classic recipe stays seed-cnn's default; the edge architectures need augmentation and a schedule."""
     if recipe is not None:
         return recipe
-    return Recipe.CLASSIC if arch is Arch.SEED_CNN else Recipe.EDGE
+    return {Arch.SEED_CNN: Recipe.CLASSIC, Arch.PATCHNET: Recipe.EDGE2}.get(arch, Recipe.EDGE)
 
 
 def floats(text: str, option: str) -> tuple[float, ...]:

@@ -118,6 +118,13 @@ def test_recipe_presets_and_overrides():
     classic = recipe_config(Recipe.CLASSIC)
     assert classic == TrainConfig()  # the classic recipe is the default
     assert recipe_config(Recipe.EDGE, epochs=3).epochs == 3
+    edge2 = recipe_config(Recipe.EDGE2, arch=Arch.PATCHNET)
+    assert edge2.optimizer is Optimizer.NESTEROV and edge2.weight_decay > 0 and edge2.augment
+    assert recipe_config(Recipe.EDGE2, weight_decay=0.0).weight_decay == 0.0  # an explicit 0 turns it off
+    from edgecv.cli.options import recipe_for
+
+    assert [recipe_for(None, a) for a in Arch] == [Recipe.CLASSIC, Recipe.EDGE, Recipe.EDGE, Recipe.EDGE2]
+    assert recipe_for(Recipe.EDGE, Arch.PATCHNET) is Recipe.EDGE
     with pytest.raises(ConfigError, match="label smoothing"):
         TrainConfig(label_smoothing=1.0)
     with pytest.raises(ConfigError, match="warm-up"):
