@@ -153,6 +153,30 @@ def table(args) -> str:
     text = "\n".join(lines) + "\n"
     write_text(out / "ablation.md", text)
     print(text)
+    for path in sorted(out.glob("confirm-*.json")):
+        print(confirm_table(path))
+    return text
+
+
+def confirm_table(path: Path) -> str:
+    """The seeds of a confirm run and its targets, as Markdown beside its JSON."""
+    from edgecv.fsutil import write_text
+
+    record = json.loads(path.read_text())
+    lines = ["| seed | params | MMACs | epochs | minutes, data to int8 file | float % | int8 % | int8 p50 ms | "
+             "MLPerf int8 p50 ms | ratio |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in record["runs"]:
+        ours, theirs = r["int8"]["latency"]["p50_ms"], r["reference_int8"]["latency"]["p50_ms"]
+        lines.append(f"| {r['seed']} | {r['params']:,} | {r['macs'] / 1e6:.2f} | {r['epochs']} | "
+                     f"{r['wall_minutes']:.1f} | {100 * r['float32']['accuracy']:.2f} | "
+                     f"{100 * r['int8']['accuracy']:.2f} | {ours:.4f} | {theirs:.4f} | {ours / theirs:.2f}x |")
+    lines += ["", "| target | measured | met |", "|---|---|---|"]
+    for t in record["targets"]:
+        lines.append(f"| {t['target']} {t['op']} {t['limit']:,g}{t['unit']} | "
+                     f"{t['measured']:,.{3 if t['unit'] else 0}f}{t['unit']} | "
+                     f"{'yes' if t['met'] else 'no'} |")
+    text = "\n".join(lines) + "\n"
+    write_text(path.with_suffix(".md"), text)
     return text
 
 
