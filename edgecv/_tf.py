@@ -53,3 +53,24 @@ def tfmot():
     import tensorflow_model_optimization
 
     return tensorflow_model_optimization
+
+
+@cache
+def keras3():
+    """Keras 3 itself, beside tf-keras: users build their models in it, and converting, measuring and channel
+    pruning take such a model as it is. Only TFMOT needs the tf-keras rebuild (``compress.keras3``)."""
+    tf()
+    import keras as keras_3
+
+    return keras_3
+
+
+def is_keras3_model(model) -> bool:
+    """Told by the class's module (``keras.src...`` against ``tf_keras.src...``), so no Keras is imported."""
+    module = type(model).__module__
+    return module == "keras" or module.startswith("keras.")
+
+
+def keras_of(model):
+    """The Keras a model belongs to: its layers, inputs and clones must come from the same one."""
+    return keras3() if is_keras3_model(model) else keras()

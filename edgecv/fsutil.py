@@ -95,3 +95,14 @@ def captured_stderr():
         finally:
             os.dup2(saved, 2)
             os.close(saved)
+
+
+@contextmanager
+def captured_output():
+    """``captured_stderr``, and Python's stdout too: the converter, handed a Keras 3 model, exports it first and
+    Keras prints the export's signature there, which would break a command's ``--json``."""
+    import contextlib
+    import io
+
+    with captured_stderr() as read, contextlib.redirect_stdout(io.StringIO()):
+        yield read

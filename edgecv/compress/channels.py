@@ -4,7 +4,11 @@ Magnitude pruning leaves zeros in dense kernels, which a CPU multiplies all the 
 *space* (the channels a tensor carries) is ranked by the L1 norms of the filters that write it; the weakest
 are removed from every layer that writes or reads that space, and a smaller Keras model is built from the
 original's config with the surviving weights. A residual ``Add`` ties its inputs to one space, so the
-shortcut and the branch keep the same channels. The model's input and output channels are never removed.
+shortcut and the branch keep the same channels, and so does a squeeze-excite ``Multiply``: the excitation's
+last convolution writes the channels it scales. The model's input and output channels are never removed.
+
+Keras 3 models are cut as they are, in Keras 3 (with ``keras.ops`` arithmetic between a tensor and a number,
+as ``keras.applications`` writes hard-sigmoid, read as channel-wise); tf-keras models in tf-keras.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from edgecv._tf import keras
+from edgecv._tf import is_keras3_model, keras_of
 from edgecv.config import TrainConfig
 from edgecv.data.datasets import Dataset
 from edgecv.errors import ConfigError, DataError
@@ -23,7 +27,8 @@ from edgecv.progress import ProgressFn, ignore
 PRODUCERS = ("Conv2D", "Dense", "SeparableConv2D")  # write a new channel space
 PASSTHROUGH = ("BatchNormalization", "Activation", "ReLU", "ReLU6", "LeakyReLU", "MaxPooling2D", "AveragePooling2D",
                "GlobalAveragePooling2D", "GlobalMaxPooling2D", "Dropout", "ZeroPadding2D", "Rescaling", "Softmax",
-               "DepthwiseConv2D", "InputLayer")  # channel c in, channel c out
+               "DepthwiseConv2D", "InputLayer", "Normalization", "Cropping2D")  # channel c in, channel c out
+OPS = ("Add", "Subtract", "Multiply", "Divide", "TrueDivide")  # keras.ops arithmetic in a Keras 3 graph
 MERGES = ("Add", "Subtract", "Multiply", "Maximum", "Minimum", "Average")  # elementwise: inputs share a space
 
 
@@ -82,12 +87,16 @@ def shrink(model, ratio: float):
     for space in {id(s.root()): s.root() for s in spaces.values() if isinstance(s, Space)}.values():
         space.kept = _keep(space, ratio)
     config = model.get_config()
-    by_name = {layer.name: layer for layer in model.layers}
+    by_name = {layer.name: layer for layer in model.layers}  # keras.ops entries have no layer and no weights
     for entry in config["layers"]:
+        entry.pop("build_config", None)  # Keras 3 would build each layer at its old width before the graph is called
         layer = by_name.get(entry["config"]["name"])  # a Sequential's config lists its InputLayer too
         kind = type(layer).__name__
         if kind in PRODUCERS:
             entry["config"]["units" if kind == "Dense" else "filters"] = len(spaces[layer.name].root().kept)
+        elif kind == "Reshape":  # a pooled (1, 1, C) or (C,): its C is the space's
+            entry["config"]["target_shape"] = [*entry["config"]["target_shape"][:-1],
+                                               len(spaces[layer.name].root().kept)]
     smaller = type(model).from_config(config)
     counts = []
     for layer in model.layers:
@@ -129,28 +138,34 @@ def check_prunable(model) -> None:
 
 def _trace(model):
     """Walks the layers in order and gives each output its channel space; raises for what cannot be pruned."""
-    if not isinstance(model, keras().Model) or type(model).__name__ not in ("Functional", "Sequential"):
+    if not isinstance(model, keras_of(model).Model) or type(model).__name__ not in ("Functional", "Sequential"):
         raise DataError(f"model '{model.name}' ({type(model).__name__}) cannot be pruned by channel: only "
                         "Sequential and functional Keras models can be rebuilt from their config")
     spaces: dict[str, Space | Flat] = {}
     inputs_of: dict[str, list] = {}
-    for layer in model.layers:
+    keras3 = is_keras3_model(model)
+    for layer in (model.operations if keras3 else model.layers):  # Keras 3 lists keras.ops apart from layers
         kind = type(layer).__name__
+        if isinstance(layer, keras_of(model).Model):
+            raise DataError(f"layer '{layer.name}' ({kind}) cannot be pruned by channel: it is a nested model "
+                            "(cut the model inside it, or build the model without nesting)")
         if len(layer._inbound_nodes) > 1:
             raise DataError(f"layer '{layer.name}' ({kind}) cannot be pruned by channel: it is shared by "
                             "several calls")
         if kind == "InputLayer":
-            spaces[layer.name] = Space(int(layer.output_shape[0][-1] if isinstance(layer.output_shape, list)
-                                           else layer.output_shape[-1]), frozen="the model's input")
+            spaces[layer.name] = Space(int(_shape(layer.output)[-1]), frozen="the model's input")
             inputs_of[layer.name] = []
             continue
         sources = [_source(t) for t in _as_list(layer.input)]
+        input_shape = _shape(_as_list(layer.input)[0])
         for source in sources:
             if source not in spaces:  # a Sequential's implicit input
-                spaces[source] = Space(int(layer.input_shape[-1]), frozen="the model's input")
+                spaces[source] = Space(int(input_shape[-1]), frozen="the model's input")
                 inputs_of[source] = []
         incoming = [spaces[s] for s in sources]
         inputs_of[layer.name] = incoming
+        if keras3 and kind in OPS and not isinstance(layer, keras_of(model).layers.Layer):
+            kind = kind if len(incoming) > 1 else "Rescaling"  # with a number: x * c or x + c, channel by channel
         if getattr(layer, "data_format", "channels_last") != "channels_last":
             raise DataError(f"layer '{layer.name}' ({kind}) cannot be pruned by channel: channels_first layout")
         if kind == "SeparableConv2D" and layer.depth_multiplier != 1:
@@ -162,10 +177,10 @@ def _trace(model):
                                 "flattened tensor")
             if kind == "Conv2D" and layer.groups != 1:
                 raise DataError(f"layer '{layer.name}' ({kind}) cannot be pruned by channel: grouped convolution")
-            if kind == "Dense" and len(layer.input_shape) != 2:
+            if kind == "Dense" and len(input_shape) != 2:
                 raise DataError(f"layer '{layer.name}' ({kind}) cannot be pruned by channel: it is applied to a "
-                                f"rank-{len(layer.input_shape)} tensor")
-            spaces[layer.name] = Space(int(layer.output_shape[-1]), writers=[layer])
+                                f"rank-{len(input_shape)} tensor")
+            spaces[layer.name] = Space(int(_shape(layer.output)[-1]), writers=[layer])
         elif kind in ("DepthwiseConv2D", "SeparableConv2D") and layer.depth_multiplier != 1:
             raise DataError(f"layer '{layer.name}' ({kind}) cannot be pruned by channel: depth multiplier "
                             f"{layer.depth_multiplier} (only 1 keeps channel c in channel c)")
@@ -173,7 +188,8 @@ def _trace(model):
             if isinstance(incoming[0], Flat) and kind not in ("Dropout", "Activation", "ReLU", "ReLU6", "LeakyReLU"):
                 raise DataError(f"layer '{layer.name}' ({kind}) cannot be pruned by channel: it reads a "
                                 "flattened tensor")
-            if kind == "BatchNormalization" and layer.axis not in ([-1], [len(layer.input_shape) - 1], -1):
+            if kind == "BatchNormalization" and layer.axis not in ([-1], [len(input_shape) - 1], -1,
+                                                                   len(input_shape) - 1):
                 raise DataError(f"layer '{layer.name}' ({kind}) cannot be pruned by channel: it normalizes "
                                 f"axis {layer.axis}, not the channels")
             spaces[layer.name] = incoming[0]
@@ -193,11 +209,14 @@ def _trace(model):
             if isinstance(incoming[0], Flat):
                 spaces[layer.name] = incoming[0]
             else:
-                spaces[layer.name] = Flat(incoming[0], int(np.prod(layer.input_shape[1:-1])))
+                spaces[layer.name] = Flat(incoming[0], int(np.prod(input_shape[1:-1])))
+        elif kind == "Reshape" and not isinstance(incoming[0], Flat) and int(np.prod(input_shape[1:-1])) == 1 \
+                and _shape(layer.output)[-1] == input_shape[-1]:
+            spaces[layer.name] = incoming[0]  # (1, 1, C) <-> (C,): channel c stays channel c
         else:
             raise DataError(f"layer '{layer.name}' ({kind}) cannot be pruned by channel: edgecv does not know "
-                            "how it maps channels (supported: " + ", ".join(PRODUCERS + MERGES) + ", Flatten and "
-                            "channel-wise layers)")
+                            "how it maps channels (supported: " + ", ".join(PRODUCERS + MERGES) + ", Flatten, "
+                            "Reshape of a pooled (1, 1, C) and channel-wise layers)")
     for tensor in _as_list(model.outputs):
         space = spaces[_source(tensor)]
         space = space.space if isinstance(space, Flat) else space
@@ -244,11 +263,18 @@ def _slice(layer, weights: list, rows, cols) -> list:
         return [weights[0][:, :, cols, :]] + [b[cols] for b in weights[1:]]
     if kind == "BatchNormalization":
         return [w[cols] for w in weights]
+    if rows is None or len(rows) == weights[0].shape[-1]:
+        return weights  # a channel-wise layer on channels that all stay (the input's Normalization)
     raise DataError(f"layer '{layer.name}' ({kind}) has weights edgecv cannot slice by channel")
 
 
 def _source(tensor) -> str:
-    return tensor._keras_history.layer.name
+    """The layer (tf-keras) or operation (Keras 3) that made ``tensor``: the first field of its history."""
+    return tensor._keras_history[0].name
+
+
+def _shape(tensor) -> tuple:
+    return tuple(tensor.shape)
 
 
 def _as_list(value) -> list:

@@ -2,9 +2,14 @@
 
 TFMOT only takes Keras 2 (tf-keras) models, and tf-keras cannot read the configs Keras 3 writes: its
 serialized objects, input layers and functional nodes have other shapes. Standard layers mean the same in
-both, so the config is translated key by key and the weights are copied from ``model.weights.h5``. Anything
-that could change what the model computes (a layer, activation or option tf-keras lacks) is refused with
-a one-line reason rather than dropped.
+both, so the config is translated key by key and the weights are copied from ``model.weights.h5``. What
+tf-keras lacks but can compute exactly is written in its layers: Keras 3's ``hard_silu`` and ``hard_sigmoid``
+(which tf-keras does not have, or defines with another slope) as ``Rescaling``, ``ReLU`` and ``Multiply``, and
+``keras.ops`` arithmetic (``x + 3.0``, ``x * (1 / 6)``, as ``keras.applications`` writes them) as ``Rescaling`` or
+a merge layer. Anything else that could change what the model computes is refused with a one-line reason
+rather than dropped.
+
+Only TFMOT's rows need this: a Keras 3 model is converted, measured and channel-pruned as it is.
 """
 
 from __future__ import annotations
@@ -47,6 +52,9 @@ NEUTRAL = {
 }
 
 # Same formula in both; Keras 3's hard_sigmoid has another slope, hard_silu does not exist in tf-keras.
+HARD = {"hard_silu": "hard_silu", "hard_swish": "hard_silu", "hard_sigmoid": "hard_sigmoid"}  # written in layers
+# keras.ops arithmetic written as Rescaling (tensor and number) or a merge layer (two tensors of one shape)
+OPS = {"Add": "Add", "Subtract": "Subtract", "Multiply": "Multiply", "Divide": None, "TrueDivide": None}
 ACTIVATIONS = {"linear", "relu", "relu6", "sigmoid", "tanh", "softmax", "log_softmax", "elu", "selu", "softplus",
                "softsign", "swish", "silu", "gelu", "leaky_relu", "mish", "exponential"}
 
@@ -71,36 +79,58 @@ def is_keras3(path: str | Path) -> bool:
     return bool(version) and version.split(".")[0].isdigit() and int(version.split(".")[0]) >= 3
 
 
-def load(path: str | Path, trust: bool = False):
-    """The tf-keras model a Keras 3 ``.keras`` file describes, with its weights.
+def to_tf_keras(model):
+    """TFMOT's copy of a model: a tf-keras model as it is, a Keras 3 one rebuilt (through a ``.keras`` file in a
+    temporary folder). Refusals name the model and the layer, not the temporary file.
+
+    Raises:
+        DataError: a layer, activation or option tf-keras cannot reproduce exactly.
+    """
+    import tempfile
+
+    from edgecv._tf import is_keras3_model
+
+    if not is_keras3_model(model):
+        return model
+    with tempfile.TemporaryDirectory(prefix="edgecv-rebuild-") as folder:
+        path = Path(folder) / "model.keras"
+        model.save(path)
+        return load(path, trust=True, label=f"model '{model.name}'")  # in memory already: its code ran
+
+
+def load(path: str | Path, trust: bool = False, label: str | None = None):
+    """The tf-keras model a Keras 3 ``.keras`` file describes, with its weights; ``label`` names it in refusals
+    (default: the path).
 
     Raises:
         DataError: the archive is unreadable, carries code (a Lambda layer) and is not trusted, or holds a
             layer, activation or option tf-keras cannot reproduce exactly.
     """
     path = Path(path)
+    label = label or str(path)
     try:
         with zipfile.ZipFile(path) as archive:
             config = json.loads(archive.read("config.json"))
             weights = archive.read("model.weights.h5")
     except (OSError, KeyError, ValueError, zipfile.BadZipFile) as e:
-        raise DataError(f"{path} is not a loadable Keras 3 model: {first_line(e)}") from None
+        raise DataError(f"{label} is not a loadable Keras 3 model: {first_line(e)}") from None
     if not trust and _has_lambda(config):
         raise DataError(LAMBDA_REFUSAL.format(path=path))
+    translator = _Translator(label)
     try:
-        kind, tk_config = _Translator(path).model(config, top=True)
+        kind, tk_config = translator.model(config, top=True)
     except (AttributeError, KeyError, TypeError, ValueError) as e:  # a config.json Keras 3 did not write
-        raise DataError(f"{path} is not a loadable Keras 3 model: its config is malformed ({first_line(e)})") from None
+        raise DataError(f"{label} is not a loadable Keras 3 model: its config is malformed ({first_line(e)})") from None
     try:
         model = (keras().Sequential if kind == "Sequential" else keras().Model).from_config(tk_config)
     except Exception as e:  # tf-keras raises many types for a config it cannot build
-        raise DataError(f"{path}: the Keras 3 model could not be rebuilt in tf-keras: {first_line(e)}") from None
+        raise DataError(f"{label}: the Keras 3 model could not be rebuilt in tf-keras: {first_line(e)}") from None
     try:
-        _load_weights(path, weights, config, model)
+        _load_weights(label, weights, config, model, translator.weights_of)
     except DataError:
         raise
     except Exception as e:  # h5py, numpy and tf-keras each raise their own types for weights that do not fit
-        raise DataError(f"{path}: its weights could not be copied into the rebuilt model: {first_line(e)}") from None
+        raise DataError(f"{label}: its weights could not be copied into the rebuilt model: {first_line(e)}") from None
     return model
 
 
@@ -126,12 +156,13 @@ def _is_standard(entry: dict, modules: tuple[str, ...]) -> bool:
 class _Translator:
     """Keras 3 config -> tf-keras config; ``where`` names the layer being translated in refusals."""
 
-    def __init__(self, path: Path):
-        self.path = path
+    def __init__(self, label: str):
+        self.label = label
         self.where = ""
+        self.weights_of: dict[str, str] = {}  # Keras 3 layer -> the rebuilt layer holding its weights, where renamed
 
     def refuse(self, why: str) -> DataError:
-        return DataError(f"{self.path}: {self.where} cannot be rebuilt in tf-keras: {why}")
+        return DataError(f"{self.label}: {self.where} cannot be rebuilt in tf-keras: {why}")
 
     def model(self, entry: dict, top: bool = False) -> tuple[str, dict]:
         config = entry.get("config") if isinstance(entry.get("config"), dict) else {}
@@ -143,6 +174,11 @@ class _Translator:
             raise self.refuse("it is a subclassed or custom model, not a Sequential or functional one")
         if cls == "Sequential":
             layers = [self.layer(layer) for layer in config.get("layers", [])]
+            for entry, layer in zip(config.get("layers", []), layers):
+                if _hard(layer):
+                    self.where = f"layer '{layer['config'].get('name')}' ({layer['class_name']})"
+                    raise self.refuse(f"its activation {_hard(layer)!r} is rebuilt from several layers, which a "
+                                      "Sequential model cannot hold: build the model functionally")
             self.where = where
             if not layers or layers[0]["class_name"] != "InputLayer":
                 shape = config.get("build_input_shape") or self._first_build_shape(config)
@@ -155,16 +191,84 @@ class _Translator:
         nested = {layer.get("name") for layer in config.get("layers", []) if layer.get("class_name") in MODELS}
         layers = []
         for layer in config.get("layers", []):
+            if _in_modules(layer, ("keras.ops", "keras.src.ops")):
+                layers.append(self.op(layer, nested))
+                continue
             translated = self.layer(layer)
             translated["name"] = layer.get("name", translated["config"].get("name"))
             translated["inbound_nodes"] = [self.node(node, nested) for node in layer.get("inbound_nodes", [])]
-            layers.append(translated)
+            layers += self.written_out(translated) if _hard(translated) else [translated]
         self.where = where
         translated = {"name": config.get("name"), "trainable": config.get("trainable", True), "layers": layers,
                       "input_layers": self.endpoints(config.get("input_layers"), nested),
                       "output_layers": self.endpoints(config.get("output_layers"), nested)}
         self.check_graph(translated)
         return cls, translated
+
+    def written_out(self, layer: dict) -> list[dict]:
+        """A layer with Keras 3's hard_silu or hard_sigmoid as the same sum in tf-keras layers, under the same name:
+        hard_sigmoid(x) = relu6(x + 3) / 6 = min(max(x / 6 + 0.5, 0), 1), hard_silu(x) = x * hard_sigmoid(x)."""
+        name, kind, calls = layer["name"], _hard(layer), layer["inbound_nodes"]
+        layers = []
+        if layer["class_name"] == "Activation":
+            inputs = [call[0][:3] for call in calls]
+        else:  # the weight layer keeps its weights, without its activation, under another name
+            pre = dict(layer, name=f"{name}__linear", config=dict(layer["config"], name=f"{name}__linear",
+                                                                   activation="linear"))
+            self.weights_of[name] = pre["name"]
+            layers.append(pre)
+            inputs = [[pre["name"], i, 0] for i in range(len(calls))]
+
+        def called(cls: str, layer_name: str, config: dict, sources) -> dict:
+            return {"class_name": cls, "name": layer_name, "config": {"name": layer_name, **config},
+                    "inbound_nodes": [[[*ref, {}] for ref in refs] for refs in sources]}
+
+        scale = f"{name}__scale" if kind == "hard_silu" else f"{name}__hard_sigmoid_scale"
+        clip = f"{name}__hard_sigmoid" if kind == "hard_silu" else name
+        layers.append(called("Rescaling", scale, {"scale": 1 / 6, "offset": 0.5}, [[x] for x in inputs]))
+        layers.append(called("ReLU", clip, {"max_value": 1.0}, [[[scale, i, 0]] for i in range(len(calls))]))
+        if kind == "hard_silu":
+            layers.append(called("Multiply", name, {}, [[x, [clip, i, 0]] for i, x in enumerate(inputs)]))
+        return layers
+
+    def op(self, entry: dict, nested: set) -> dict:
+        """``keras.ops`` arithmetic between a tensor and a number, as ``Rescaling`` (x * scale + offset), or between
+        two tensors of one shape, as the merge layer of the same name."""
+        cls, name = entry.get("class_name"), entry.get("name") or (entry.get("config") or {}).get("name")
+        self.where = f"layer '{name}' ({cls})"
+        calls = entry.get("inbound_nodes", [])
+        if cls not in OPS:
+            raise self.refuse("it is a keras.ops operation applied to a tensor, not a layer")
+        if len(calls) != 1 or not isinstance(calls[0], dict) or calls[0].get("kwargs"):
+            raise self.refuse("it is a keras.ops operation called other than once with two arguments")
+        args = calls[0].get("args", [])
+        tensors = [_tensor(a) for a in args]
+        if len(args) != 2:
+            raise self.refuse("it is a keras.ops operation called other than once with two arguments")
+        if all(t is not None for t in tensors):
+            shapes = [(a.get("config") or {}).get("shape") for a in args]
+            if OPS[cls] is None or shapes[0] != shapes[1]:
+                raise self.refuse("it is a keras.ops operation between tensors that no tf-keras layer computes "
+                                  "exactly (a division, or shapes that broadcast)")
+            return {"class_name": OPS[cls], "name": name, "config": {"name": name},
+                    "inbound_nodes": [[[*_renumber(t, nested), {}] for t in tensors]]}
+        numbers = [a for a in args if isinstance(a, (int, float)) and not isinstance(a, bool)]
+        if len(numbers) != 1 or sum(t is not None for t in tensors) != 1:
+            raise self.refuse("it is a keras.ops operation on something other than a tensor and a number")
+        c, tensor_first = float(numbers[0]), tensors[0] is not None
+        if cls == "Add":
+            scale, offset = 1.0, c
+        elif cls == "Multiply":
+            scale, offset = c, 0.0
+        elif cls == "Subtract":
+            scale, offset = (1.0, -c) if tensor_first else (-1.0, c)
+        elif tensor_first and c != 0:  # a division by a number
+            scale, offset = 1.0 / c, 0.0
+        else:
+            raise self.refuse("it is a keras.ops division of a number by a tensor, which no tf-keras layer computes")
+        tensor = next(t for t in tensors if t is not None)
+        return {"class_name": "Rescaling", "name": name, "config": {"name": name, "scale": scale, "offset": offset},
+                "inbound_nodes": [[[*_renumber(tensor, nested), {}]]]}
 
     def check_graph(self, config: dict) -> None:
         """Replays the layer calls: tf-keras retries a call whose inputs do not exist yet forever, so a
@@ -279,6 +383,8 @@ class _Translator:
     def activation(self, value):
         if isinstance(value, dict):  # some Keras 3 versions wrap built-in functions
             value = value.get("config") if value.get("module") == "keras.activations" else None
+        if isinstance(value, str) and value in HARD:
+            return value  # written out in layers by ``written_out``
         if not isinstance(value, str) or value not in ACTIVATIONS:
             raise self.refuse(f"its activation {value!r} has no identical tf-keras function")
         return value
@@ -308,6 +414,11 @@ class _Translator:
             elif not (key in NEUTRAL and v == NEUTRAL[key]):
                 raise self.refuse(f"its {name} {module[:-1]} option {key}={v!r} has no tf-keras equivalent")
         return {"class_name": name, "config": config}
+
+
+def _hard(layer: dict) -> str | None:
+    """``hard_silu`` or ``hard_sigmoid`` when a translated layer's activation must be written out in layers."""
+    return HARD.get(layer["config"].get("activation")) if isinstance(layer["config"].get("activation"), str) else None
 
 
 def _is_history(value) -> bool:
@@ -346,17 +457,17 @@ def _snake(name: str) -> str:
     return re.sub("([a-z])([A-Z])", r"\1_\2", name).lower()
 
 
-def _load_weights(path: Path, data: bytes, config: dict, model) -> None:
+def _load_weights(label: str, data: bytes, config: dict, model, weights_of: dict[str, str]) -> None:
     import h5py
 
     try:
         with h5py.File(io.BytesIO(data), "r") as f:
-            _copy_weights(path, f, "", config, model)
+            _copy_weights(label, f, "", config, model, weights_of)
     except OSError as e:
-        raise DataError(f"{path}: its model.weights.h5 is unreadable: {first_line(e)}") from None
+        raise DataError(f"{label}: its model.weights.h5 is unreadable: {first_line(e)}") from None
 
 
-def _copy_weights(path: Path, f, prefix: str, entry: dict, model) -> None:
+def _copy_weights(label: str, f, prefix: str, entry: dict, model, weights_of: dict[str, str]) -> None:
     """Keras 3 stores a model's layers under ``layers/<snake_case class>[_n]``, numbered in ``model.layers``
     order (a Sequential's input layer is not in it); recent versions also record each layer's name."""
     config = entry["config"]
@@ -378,19 +489,19 @@ def _copy_weights(path: Path, f, prefix: str, entry: dict, model) -> None:
         used[key] = used.get(key, -1) + 1
         name = layer["config"].get("name")
         location = by_name.get(name) or f"{prefix}layers/{key}" + (f"_{used[key]}" if used[key] else "")
-        target = model.get_layer(name)
+        target = model.get_layer(weights_of.get(name, name))
         if layer["class_name"] in MODELS:
-            _copy_weights(path, f, location + "/", layer, target)
+            _copy_weights(label, f, location + "/", layer, target, weights_of)
             continue
         stored = f.get(f"{location}/vars")
         try:
             values = [] if stored is None else [np.asarray(stored[str(i)]) for i in range(len(stored))]
         except KeyError:  # variables are stored as 0..n-1
-            raise DataError(f"{path}: layer '{name}' ({layer['class_name']}) has its weights in model.weights.h5 "
+            raise DataError(f"{label}: layer '{name}' ({layer['class_name']}) has its weights in model.weights.h5 "
                             f"under unexpected names: {sorted(stored)}") from None
         expected = [tuple(w.shape) for w in target.weights]
         if [v.shape for v in values] != expected:
-            raise DataError(f"{path}: layer '{name}' ({layer['class_name']}) has weights "
+            raise DataError(f"{label}: layer '{name}' ({layer['class_name']}) has weights "
                             f"{[v.shape for v in values]} in model.weights.h5 but tf-keras expects {expected}")
         if values:
             target.set_weights(values)

@@ -15,7 +15,7 @@ from edgecv._tf import tf
 from edgecv.config import IOType, MixedConfig, QuantMode
 from edgecv.data.datasets import Dataset
 from edgecv.errors import EdgecvError
-from edgecv.fsutil import captured_stderr
+from edgecv.fsutil import captured_output
 from edgecv.progress import ProgressFn, ignore
 
 
@@ -30,11 +30,13 @@ def representative(calibration: np.ndarray):
 
 
 def with_batch(model, batch_size: int):
-    """The same layers and weights behind an input of fixed batch size."""
-    from edgecv._tf import keras
+    """The same layers and weights behind an input of fixed batch size, in the model's own Keras."""
+    from edgecv._tf import keras_of
 
-    inputs = keras().Input(shape=model.input_shape[1:], batch_size=batch_size, name=model.input_names[0])
-    return keras().Model(inputs, model(inputs), name=model.name)
+    k = keras_of(model)
+    name = model.inputs[0].name.split(":")[0]
+    inputs = k.Input(shape=model.input_shape[1:], batch_size=batch_size, name=name)
+    return k.Model(inputs, model(inputs), name=model.name)
 
 
 def calibration_images(dataset: Dataset, n: int = 200, seed: int = 0) -> np.ndarray:
@@ -83,7 +85,7 @@ def convert(
             converter.inference_output_type = io
     if sparse:
         converter.optimizations = list(converter.optimizations) + [tf_.lite.Optimize.EXPERIMENTAL_SPARSITY]
-    with captured_stderr() as log:
+    with captured_output() as log:
         try:
             return converter.convert()
         except Exception as e:  # the converter raises many types; its own log says why

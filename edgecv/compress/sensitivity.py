@@ -20,7 +20,7 @@ from edgecv import runtime as rt
 from edgecv._tf import tf
 from edgecv.data.datasets import Dataset
 from edgecv.errors import ConfigError
-from edgecv.fsutil import captured_stderr
+from edgecv.fsutil import captured_output
 from edgecv.progress import Progress, ProgressFn, ignore
 from edgecv.compress.prune import PRUNABLE
 from edgecv.compress.quantize import representative, with_batch
@@ -57,7 +57,7 @@ def _debugger(model, calibration: np.ndarray, denylist: list[str] | None = None)
     converter.optimizations = [tf_.lite.Optimize.DEFAULT]
     converter.representative_dataset = representative(calibration)
     options = tf_.lite.experimental.QuantizationDebugOptions(denylisted_nodes=denylist) if denylist else None
-    with warnings.catch_warnings(), captured_stderr():  # it runs tf.lite.Interpreter, deprecated and noisy
+    with warnings.catch_warnings(), captured_output():  # it runs tf.lite.Interpreter, deprecated and noisy
         warnings.simplefilter("ignore")
         return tf_.lite.experimental.QuantizationDebugger(
             converter=converter, debug_dataset=representative(calibration), debug_options=options)
@@ -66,7 +66,7 @@ def _debugger(model, calibration: np.ndarray, denylist: list[str] | None = None)
 def layer_errors(model, calibration: np.ndarray) -> list[LayerSensitivity]:
     """Per-layer RMSE/scale from the quantization debugger, worst first."""
     debugger = _debugger(model, calibration)
-    with warnings.catch_warnings(), captured_stderr():
+    with warnings.catch_warnings(), captured_output():
         warnings.simplefilter("ignore")
         debugger.run()
     dump = io.StringIO()
@@ -100,7 +100,7 @@ def convert_keep_float(model, calibration: np.ndarray, layers: list[str]) -> byt
     if not nodes:
         raise ConfigError(f"found no quantized ops of {', '.join(layers)} to keep in float")
     debugger = _debugger(model, calibration, nodes)
-    with warnings.catch_warnings(), captured_stderr():
+    with warnings.catch_warnings(), captured_output():
         warnings.simplefilter("ignore")
         return debugger.get_nondebug_quantized_model()
 
@@ -115,7 +115,7 @@ def sensitivity(model, dataset: Dataset, calibration: np.ndarray, images: int | 
     runtime = rt.find_runtime()
 
     def accuracy(content: bytes) -> float:
-        with captured_stderr():
+        with captured_output():
             m = rt.TFLiteModel(content=content, runtime=runtime)
         return rt.measure_accuracy(m, m.prepare(sample.x_test), sample.y_test)[0]
 

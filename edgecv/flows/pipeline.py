@@ -109,17 +109,21 @@ def _compress(config: CompressConfig, out, on_progress: ProgressFn) -> Report:
     stages += mode_stages(lambda: model, "tflite ")
 
     # 4. the techniques that fine-tune or inspect the float model, each against the same baseline; a
-    #    fine-tune runs only when its row is not already finished
+    #    fine-tune runs only when its row is not already finished. TFMOT's (QAT, clustering, pruning) take
+    #    tf-keras models: a Keras 3 model is rebuilt for them, once, and a refusal fails only their rows.
+    from edgecv.compress.keras3 import to_tf_keras
+
+    tfmot_model = cache(lambda: to_tf_keras(model))
     if config.qat:
         details = {"mode": "int8"}
-        stages.append(stage("qat int8", _qat_maker(lambda: model, dataset, finetune, calibration, config, on_progress, False,
+        stages.append(stage("qat int8", _qat_maker(tfmot_model, dataset, finetune, calibration, config, on_progress, False,
                                                    details), details))
     if config.keep_float or config.keep_float_worst:
         stages.append(_keep_float_stage(model, dataset, config, calibration, stage, manifest, on_progress))
     if config.clusters is not None:
         from edgecv.compress.cluster import cluster, cluster_finetune
 
-        clustered = cache(lambda: cluster(model, dataset, config.clusters, cluster_finetune(finetune), on_progress))
+        clustered = cache(lambda: cluster(tfmot_model(), dataset, config.clusters, cluster_finetune(finetune), on_progress))
         for mode in (QuantMode.FLOAT32, QuantMode.INT8):
             details = {"mode": mode.value, "clusters": config.clusters}
 
@@ -131,9 +135,10 @@ def _compress(config: CompressConfig, out, on_progress: ProgressFn) -> Report:
 
     # 5. pruned, then every mode again: what pruning adds on top
     if config.prune.sparsity > 0:
-        pruned_model = _pruned(model, dataset, config, manifest, out, on_progress)
+        pruned_model = _pruned(tfmot_model, dataset, config, manifest, out, on_progress)
         pruned_stages = mode_stages(lambda: pruned_model()[0], "pruned ")
-        pruned_stages[0].details.setdefault("pruning", pruned_model()[1])
+        if pruned_stages[0].status is StageStatus.OK:  # a failed prune has said why in its row
+            pruned_stages[0].details.setdefault("pruning", pruned_model()[1])
         stages += pruned_stages
         if config.qat:  # TFMOT's collaborative optimization: the zeros survive quantization-aware training
             details = {"mode": "int8"}
@@ -180,8 +185,9 @@ def _qat_maker(get_model, dataset, finetune, calibration, config, on_progress, p
     return make
 
 
-def _pruned(model, dataset, config, manifest, out, on_progress):
-    """A callable giving (pruned model, pruning details): loaded when a rerun finds it, else pruned once."""
+def _pruned(get_model, dataset, config, manifest, out, on_progress):
+    """A callable giving (pruned model, pruning details): loaded when a rerun finds it, else pruned once (from
+    ``get_model()``, a tf-keras model)."""
 
     @cache
     def pruned():
@@ -191,7 +197,7 @@ def _pruned(model, dataset, config, manifest, out, on_progress):
         from edgecv.compress.prune import prune
 
         manifest.drop("pruned")  # the rows made from an earlier pruned model
-        result = prune(model, dataset, config.prune, on_progress)
+        result = prune(get_model(), dataset, config.prune, on_progress)
         path = save_keras(result.model, out / "pruned.keras")
         details = {
             "target_sparsity": config.prune.sparsity, "measured_sparsity": result.sparsity,

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from math import prod
 
-from edgecv._tf import keras
+from edgecv._tf import is_keras3_model, keras_of
 
 
 @dataclass(frozen=True)
@@ -29,14 +29,15 @@ def layer_macs(model) -> list[LayerMacs]:
         ValueError: a weight layer whose shapes are not static (e.g. images of any size).
     """
     rows = []
+    k = keras_of(model)
     for layer in model.layers:
-        if isinstance(layer, keras().Model):
+        if isinstance(layer, k.Model):
             rows += [LayerMacs(f"{layer.name}/{r.name}", r.type, r.output_shape, r.macs, r.params)
                      for r in layer_macs(layer)]
             continue
         calls = _calls(model, layer)
-        inner = _unwrap(layer)
-        macs = sum(_macs(inner, shape_in, shape_out) for shape_in, shape_out in calls)
+        inner = _unwrap(layer, k)
+        macs = sum(_macs(inner, shape_in, shape_out, k) for shape_in, shape_out in calls)
         shape = tuple(calls[0][1][1:]) if calls and _is_shape(calls[0][1]) else None
         rows.append(LayerMacs(layer.name, type(inner).__name__, shape, int(macs), int(layer.count_params())))
     return rows
@@ -46,15 +47,19 @@ def total_macs(model) -> int:
     return sum(r.macs for r in layer_macs(model))
 
 
-def _unwrap(layer):
+def _unwrap(layer, k):
     """The layer inside pruning, quantization and TimeDistributed wrappers: it holds the kernels."""
-    while isinstance(layer, keras().layers.Wrapper):
+    while isinstance(layer, k.layers.Wrapper):
         layer = layer.layer
     return layer
 
 
 def _calls(model, layer) -> list[tuple]:
     """(input shape, output shape) of each call of ``layer`` inside ``model``: a shared layer works each time."""
+    if is_keras3_model(model):  # Keras 3 nodes hold their tensors; the model keys its own by the layer's id
+        own = getattr(model, "_nodes", None)
+        return [(_single([tuple(t.shape) for t in node.input_tensors]), _single([tuple(t.shape) for t in node.outputs]))
+                for i, node in enumerate(layer._inbound_nodes) if own is None or f"{id(layer)}_ib-{i}" in own]
     nodes = getattr(model, "_network_nodes", None)
     calls = []
     for i, node in enumerate(getattr(layer, "_inbound_nodes", [])):
@@ -82,14 +87,15 @@ def _size(shape, layer) -> int:
     return prod(shape[1:])
 
 
-def _macs(layer, shape_in, shape_out) -> int:
-    L = keras().layers
+def _macs(layer, shape_in, shape_out, k) -> int:
+    L = k.layers
     if isinstance(layer, L.SeparableConv1D | L.SeparableConv2D):
         # depthwise (*k, Cin, m), then pointwise (Cin*m -> Cout), at each output pixel
         pixels = _size(shape_out, layer) // layer.filters
         return pixels * (prod(layer.depthwise_kernel.shape) + prod(layer.pointwise_kernel.shape))
     if isinstance(layer, L.DepthwiseConv1D | L.DepthwiseConv2D):  # one product per tap and output channel
-        return _size(shape_out, layer) * prod(layer.depthwise_kernel.shape[:-2])
+        kernel = layer.depthwise_kernel if hasattr(layer, "depthwise_kernel") else layer.kernel  # Keras 3: kernel
+        return _size(shape_out, layer) * prod(kernel.shape[:-2])
     if isinstance(layer, L.Conv1DTranspose | L.Conv2DTranspose | L.Conv3DTranspose):
         # kernel (*k, Cout, Cin): every input pixel meets the whole kernel, as TFLite's TRANSPOSE_CONV counts
         return _size(shape_in, layer) * prod(layer.kernel.shape[:-1])

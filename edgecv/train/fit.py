@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from edgecv._tf import keras, tf
+from edgecv._tf import keras, keras_of, tf
 from edgecv.config import Optimizer, TrainConfig
 from edgecv.data.datasets import Dataset
 from edgecv.errors import DataError
@@ -34,19 +34,24 @@ class TrainResult:
 def set_seed(seed: int) -> None:
     """Seeds Python, numpy and TensorFlow and asks TensorFlow for deterministic ops, so that a rerun with the
     same seed, data and versions gives the same weights (on the same CPU type: kernels differ across ISAs)."""
-    from edgecv._tf import tf
+    import sys
+
+    from edgecv._tf import keras3, tf
 
     keras().utils.set_random_seed(seed)
+    if "keras" in sys.modules:  # a Keras 3 model is being trained: its layers draw from Keras 3's seed
+        keras3().utils.set_random_seed(seed)
     tf().config.experimental.enable_op_determinism()
 
 
 def compile_model(model, optimizer: Optimizer | str, learning_rate, label_smoothing: float = 0.0,
                   weight_decay: float = 0.0, ema: float = 0.0) -> None:
-    """``learning_rate``: a float or a Keras schedule."""
+    """``learning_rate``: a float or a schedule of the model's Keras (tf-keras or Keras 3)."""
     from edgecv.train.recipe import loss, make_optimizer
 
-    model.compile(optimizer=make_optimizer(optimizer, learning_rate, weight_decay, ema),
-                  loss=loss(label_smoothing) if label_smoothing else "categorical_crossentropy", metrics=["accuracy"])
+    k = keras_of(model)
+    model.compile(optimizer=make_optimizer(optimizer, learning_rate, weight_decay, ema, k),
+                  loss=loss(label_smoothing, k) if label_smoothing else "categorical_crossentropy", metrics=["accuracy"])
 
 
 def one_hot(labels: np.ndarray, num_classes: int) -> np.ndarray:
@@ -85,7 +90,7 @@ def train(
             plan = BudgetPlan(config.budget_minutes * 60, steps, config.epochs)
             rate = schedule(config.learning_rate, planned_steps)
         else:
-            rate = learning_rate(config, steps)
+            rate = learning_rate(config, steps, keras_of(model))
         trainer = with_augmentation(model, config, steps) if config.augment else model
         compile_model(trainer, config.optimizer, rate, config.label_smoothing, config.weight_decay, config.ema)
     validation = None
@@ -97,7 +102,8 @@ def train(
         x, y = x[order[n_val:]], y[order[n_val:]]
     if config.whiten and built:  # a model passed in keeps its stem
         whiten_stem(model, x, config.seed)
-    callbacks = [ProgressCallback("train", on_progress, config.epochs, len(x), config.batch_size, plan)]
+    callbacks = [ProgressCallback("train", on_progress, config.epochs, len(x), config.batch_size, plan,
+                                  keras_of(model))]
     epochs = config.epochs
     if plan is not None:
         from edgecv.train.budget import plan_callback
@@ -209,13 +215,15 @@ def evaluate_direct(model, x: np.ndarray, y: np.ndarray, batch_size: int = 500) 
     return hits / len(x) if len(x) else float("nan")
 
 
-def ProgressCallback(task: str, on_progress: ProgressFn, epochs: int, samples: int, batch_size: int, plan=None):
-    """A Keras callback that forwards batch ends to ``on_progress``; built lazily so Keras loads late.
-    With a budget ``plan`` the epoch count is the plan's, which moves as the run measures itself."""
+def ProgressCallback(task: str, on_progress: ProgressFn, epochs: int, samples: int, batch_size: int, plan=None,
+                     k=None):
+    """A Keras callback (of ``k``, default tf-keras) that forwards batch ends to ``on_progress``; built lazily so
+    Keras loads late. With a budget ``plan`` the epoch count is the plan's, which moves as the run measures
+    itself."""
 
     steps = -(-samples // batch_size)
 
-    class _Callback(keras().callbacks.Callback):
+    class _Callback((k or keras()).callbacks.Callback):
         def on_epoch_begin(self, epoch, logs=None):
             self.epoch = epoch
 

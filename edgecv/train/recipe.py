@@ -69,7 +69,9 @@ def with_augmentation(model, config: TrainConfig, steps_per_epoch: int | None = 
     (which shares its weights and is what gets saved). ``training_data`` feeds it uint8 batches, and the flips
     and shifts run in the same thread pool as the convolutions: on two cores an augmenting tf.data map beside
     them cost a third of the throughput. ``steps_per_epoch`` tells alternating flips where epochs end."""
-    k, t = keras(), tf()
+    from edgecv._tf import keras_of
+
+    k, t = keras_of(model), tf()
     seed, shift, alternate = config.seed, config.shift, config.alternate_flips
     if alternate and not steps_per_epoch:
         raise ValueError("alternating flips need steps_per_epoch: the epoch decides the flip")
@@ -92,13 +94,14 @@ def with_augmentation(model, config: TrainConfig, steps_per_epoch: int | None = 
     return k.Model(inputs, model(Augment(name="augment")(inputs)), name=f"{model.name}_augmented")
 
 
-def learning_rate(config: TrainConfig, steps_per_epoch: int):
-    """The rate (or schedule) the optimizer gets: constant, or linear warm-up then cosine decay to zero."""
+def learning_rate(config: TrainConfig, steps_per_epoch: int, k=None):
+    """The rate (or schedule, of Keras ``k``: default tf-keras) the optimizer gets: constant, or linear warm-up
+    then cosine decay to zero."""
     if config.schedule is Schedule.CONSTANT:
         return config.learning_rate
     total = max(1, steps_per_epoch * config.epochs)
     warmup = min(total - 1, int(round(steps_per_epoch * config.warmup_epochs)))
-    return keras().optimizers.schedules.CosineDecay(
+    return (k or keras()).optimizers.schedules.CosineDecay(
         initial_learning_rate=0.0 if warmup else config.learning_rate, decay_steps=total - warmup, alpha=0.0,
         warmup_target=config.learning_rate if warmup else None, warmup_steps=warmup,
     )
@@ -107,29 +110,30 @@ def learning_rate(config: TrainConfig, steps_per_epoch: int):
 NO_DECAY = ["bias", "gamma", "beta"]  # variable names weight decay leaves alone: biases and BN's scale and shift
 
 
-def make_optimizer(name: Optimizer | str, rate, weight_decay: float = 0.0, ema: float = 0.0):
+def make_optimizer(name: Optimizer | str, rate, weight_decay: float = 0.0, ema: float = 0.0, k=None):
     """``rate``: a float or a schedule. ``weight_decay`` is decoupled from the loss: each step shrinks the
     kernels by ``rate * weight_decay`` (tf-keras scales it with the rate). ``ema``: the optimizer keeps an
     exponential average of the weights with this momentum per step and writes it into the model when ``fit``
-    ends, so the saved weights are the average (BN statistics stay those of the raw weights)."""
-    name = Optimizer(name)
+    ends, so the saved weights are the average (BN statistics stay those of the raw weights). ``k``: the
+    model's Keras (default tf-keras)."""
+    name, k = Optimizer(name), k or keras()
     options = dict(learning_rate=rate, weight_decay=weight_decay or None, use_ema=ema > 0,
                    ema_momentum=ema or 0.99)
     if name is Optimizer.SGD:
-        optimizer = keras().optimizers.SGD(**options)
+        optimizer = k.optimizers.SGD(**options)
     elif name is Optimizer.NESTEROV:
-        optimizer = keras().optimizers.SGD(momentum=0.9, nesterov=True, **options)
+        optimizer = k.optimizers.SGD(momentum=0.9, nesterov=True, **options)
     else:
-        optimizer = keras().optimizers.Adam(**options)
+        optimizer = k.optimizers.Adam(**options)
     if weight_decay:
         optimizer.exclude_from_weight_decay(var_names=NO_DECAY)
     return optimizer
 
 
-def loss(label_smoothing: float = 0.0):
+def loss(label_smoothing: float = 0.0, k=None):
     """Categorical cross-entropy on one-hot labels; smoothing moves ``label_smoothing`` of the target's
     mass evenly onto all classes, which keeps logits of a small model from growing without bound."""
-    return keras().losses.CategoricalCrossentropy(label_smoothing=label_smoothing)
+    return (k or keras()).losses.CategoricalCrossentropy(label_smoothing=label_smoothing)
 
 
 def whiten_stem(model, x: np.ndarray, seed: int = 0, eps: float = 5e-4, sample: int = 5000) -> bool:
