@@ -66,6 +66,8 @@ COMMANDS = [  # (typer app, command name, function): the whole command surface i
     (device_app, "merge", device.merge),
     (device_app, "emulate", device.emulate),
     (app, "edgetpu", device.edgetpu),
+    (app, "npu", device.npu),
+    (app, "micro", device.micro),
     (app, "doctor", device.doctor),
 ]
 for _app, _name, _fn in COMMANDS:

@@ -1,4 +1,4 @@
-"""Commands of the device wing: ``device kit / merge / emulate`` and ``edgetpu``."""
+"""Commands of the device wing: ``device kit / merge / emulate``, ``edgetpu``, ``npu`` and ``micro``."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import typer
 from edgecv.cli import options as opt
 from edgecv.cli import ui
 from edgecv.device.emulate import PiRuntime
+from edgecv.device.vela import NpuConfig
 from edgecv.errors import GateFailed
 
 
@@ -109,3 +110,55 @@ def doctor(
         ui.show_diagnosis(diagnosis)
     if diagnosis.failed:
         raise typer.Exit(diagnosis.exit_code)
+
+
+def npu(
+    model: Path = typer.Argument(..., help="A full-integer .tflite (edgecv quantize --mode int8)."),
+    accelerator: Optional[List[NpuConfig]] = typer.Option(
+        None, "--accelerator", "-a", help="Vela's accelerator configuration(s). Default: ethos-u55-128 and "
+        "ethos-u65-256."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Folder for <model>_<accelerator>_vela.tflite. "
+                                       "Default: beside the model."),
+    as_json: bool = opt.Json,
+):
+    """Arm Ethos-U NPU: compile with Vela, each op on the NPU or the CPU (with Vela's reason), and Vela's
+    estimate: cycles, inferences/s at the configuration's clock, SRAM and flash (a compiler's model, not a board)."""
+    from edgecv.device.vela import DEFAULT_CONFIGS, npu_report
+
+    with ui.ProgressBars(True) as bars:
+        report = npu_report(model, accelerator or DEFAULT_CONFIGS, out, bars)
+    if as_json:
+        ui.show_json(report.to_dict())
+    else:
+        ui.show_npu(report)
+
+
+def micro(
+    model: Path = typer.Argument(..., help="An int8 .tflite for a microcontroller."),
+    data: Optional[str] = opt.Data,
+    samples: int = typer.Option(1000, min=1, help="Test images (a seeded sample) run on both runtimes."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Folder for model_data.cc and model_data.h. "
+                                       "Default: <model>_micro/ beside the model."),
+    as_json: bool = opt.Json,
+):
+    """TFLite Micro: top-1 accuracy on the microcontroller runtime against LiteRT on the same images, the tensor
+    arena, and the model as C sources (model_data.cc/.h, with kTensorArenaSize)."""
+    from edgecv.config import BenchConfig
+    from edgecv.device.micro import check_installed, export_c, measure_micro
+    from edgecv.measure.benchmark import scoring_images
+
+    check_installed()  # before the data set is decoded
+    if not model.is_file():
+        from edgecv.errors import DataError
+
+        raise DataError(f"model file {model} does not exist")
+    with ui.ProgressBars(True) as bars:
+        dataset = opt.load_data(data, None, None, 0, bars)
+        x, y = scoring_images(dataset, BenchConfig(limit=samples))
+        result = measure_micro(model, x, y, {"source": dataset.source, "test_images": int(len(y))}, bars)
+    folder = out if out is not None else model.parent / f"{model.stem}_micro"
+    result.sources = [str(p) for p in export_c(model, folder, result.arena_bytes)]
+    if as_json:
+        ui.show_json(result.to_dict())
+    else:
+        ui.show_micro(result)

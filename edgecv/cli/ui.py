@@ -328,3 +328,41 @@ def show_quantized(done) -> None:
         for layer in mixed["layers"]:
             table.add_row(layer["name"], layer["op"], f"{layer['params']:,}", str(layer["bits"]), layer["method"] or "")
         show(table)
+
+
+def npu_table(report) -> Table:
+    """``npu``: one row per accelerator configuration, Vela's estimate."""
+    table = _table("accelerator", "system config", "MHz", "NPU cycles", "total cycles", "inf/s", "SRAM KB",
+                   "flash KB", "DRAM KB", "ops NPU/CPU", title=f"{report.model}: Vela's estimate")
+    for e in report.estimates:
+        graph = f"{len(e.ops) - len(e.cpu_placed)}/{len(e.cpu_placed)}"
+        table.add_row(e.accelerator, e.system_config, f"{e.clock_hz / 1e6:g}", f"{e.cycles_npu:,}",
+                      f"{e.cycles_total:,}", f"{e.inferences_per_second:,.0f}", f"{e.sram_bytes / 1024:,.1f}",
+                      f"{e.flash_bytes / 1024:,.1f}", f"{e.dram_bytes / 1024:,.1f}", graph)
+    return table
+
+
+def show_npu(report) -> None:
+    show(npu_table(report))
+    first = report.estimates[0]
+    placements = {(o.index, o.op): o for e in report.estimates for o in e.ops if o.target == "CPU"}
+    if placements:
+        for o in sorted(placements.values(), key=lambda o: o.index):
+            on = [e.accelerator for e in report.estimates if any(c.index == o.index for c in e.cpu_placed)]
+            show(f"op {o.index} {o.op}: CPU on {', '.join(on)} ({o.reason})")
+    else:
+        show(f"all {len(first.ops)} ops of the graph on the NPU on every configuration")
+    for e in report.estimates:
+        show(f"{e.accelerator}: weights in {e.weights_in}; boards: {e.boards}"
+             + (f"; compiled {e.compiled}" if e.compiled else ""))
+    show(f"an estimate by Vela {first.vela}: a compiler's model of the NPU at its configuration's clock, not a "
+         "board (no CPU-op time, no bus contention, no driver)")
+
+
+def show_micro(result) -> None:
+    show(f"{result.model} on {result.runtime}: {100 * result.accuracy:.2f} % top-1 on {result.images} images, "
+         f"LiteRT {100 * result.reference_accuracy:.2f} % ({result.reference_runtime}, same int8 inputs); "
+         f"same top-1 on {100 * result.agreement:.1f} % of images")
+    show(f"arena: {result.arena_bytes:,} bytes ({result.arena_bytes / 1024:,.1f} KiB), {result.arena_note}")
+    if result.sources:
+        show(f"wrote {', '.join(result.sources)}")

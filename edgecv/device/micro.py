@@ -142,8 +142,7 @@ class MicroResult:
         return {"schema": "edgecv.micro/1", **asdict(self), "drop_points": self.drop}
 
 
-def run_micro(model: str | os.PathLike, images: np.ndarray, labels: np.ndarray | None = None,
-              on_progress: ProgressFn = ignore) -> dict:
+def run_micro(model: str | os.PathLike, images: np.ndarray, on_progress: ProgressFn = ignore) -> dict:
     """Runs ``images`` (raw pixels) through TFLite Micro and LiteRT. Returns the raw outputs of both, each
     top-1, and the arena.
 
@@ -158,6 +157,14 @@ def run_micro(model: str | os.PathLike, images: np.ndarray, labels: np.ndarray |
         raise DataError(f"model file {path} does not exist")
     check_installed()
     reference = open_tflite(path, plain=True)  # TFLite's own kernels, as TFLite Micro's reference ones
+    wanted, given = [int(d) for d in reference.input["shape"][1:]], list(np.shape(images)[1:])
+    if wanted != given:
+        raise DataError(f"{path.name} takes {'x'.join(map(str, wanted))} images, these are "
+                        f"{'x'.join(map(str, given))}: give the data set it was trained on")
+    lacking = missing_ops(path)  # before a thousand images go through LiteRT
+    if lacking:
+        raise DataError(f"{path.name} has an op TFLite Micro lacks: {lacking[0]} (no kernel in tflite-micro); "
+                        "replace it in the model")
     x = reference.prepare(images)
     on_progress(Progress("litert", 0, len(x), path.name))
     ours = []
@@ -184,7 +191,7 @@ def run_micro(model: str | os.PathLike, images: np.ndarray, labels: np.ndarray |
 def measure_micro(model: str | os.PathLike, images: np.ndarray, labels: np.ndarray,
                   data: dict | None = None, on_progress: ProgressFn = ignore) -> MicroResult:
     """Top-1 accuracy on TFLite Micro and on LiteRT for the same images, their agreement, and the arena."""
-    ran = run_micro(model, images, labels, on_progress)
+    ran = run_micro(model, images, on_progress)
     micro, litert = ran["micro"], ran["litert"]
     top_micro, top_litert = micro.argmax(axis=1), litert.argmax(axis=1)
     labels = np.asarray(labels).reshape(-1)
