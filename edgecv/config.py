@@ -218,10 +218,19 @@ class CompressConfig:
     sparse: bool = False  # also store the pruned int8 model in TFLite's sparse format
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)  # QAT and clustering fine-tunes
     mixed: MixedConfig = field(default_factory=MixedConfig)  # the mixed int4/int8 mode's choice of layers
+    npu: tuple[str, ...] = ()  # Vela accelerator configurations (ethos-u55-128, ...) whose estimate int8 rows get
+    micro: bool = False  # int8 rows also run on TFLite Micro: its accuracy against LiteRT, and the arena
 
     def __post_init__(self):
         if not self.modes:
             raise ConfigError("choose at least one quantization mode")
+        if self.npu:
+            from edgecv.device.vela import NpuConfig
+
+            known = [c.value for c in NpuConfig]
+            wrong = [c for c in self.npu if str(c) not in known]
+            if wrong:
+                raise ConfigError(f"unknown NPU configuration {wrong[0]}: one of {', '.join(known)}")
         _check_mixed_io(self.modes, self.io_type)
         for name in ("train_limit", "test_limit"):
             value = getattr(self, name)
@@ -241,7 +250,7 @@ class CompressConfig:
         if self.keep_float_worst is not None and self.keep_float_worst < 1:
             raise ConfigError(f"keep-float-worst must be >= 1, got {self.keep_float_worst}")
         for flag, wanted in (("--qat", self.qat), ("--keep-float", self.keep_float or self.keep_float_worst),
-                             ("--sparse", self.sparse)):
+                             ("--sparse", self.sparse), ("--npu", self.npu), ("--micro", self.micro)):
             if wanted and not int8:
                 raise ConfigError(f"{flag} makes int8 models: add --int8")
         if Strategy.MULTI_WORKER in (self.train.strategy, self.prune.strategy, self.finetune.strategy):
@@ -266,6 +275,7 @@ class Objective(str, Enum):
     LATENCY = "latency"  # p50 of single-image inference on this host
     SIZE = "size"  # bytes of the .tflite file
     ARM_COST = "arm-cost"  # emulated aarch64 instructions per inference on a Pi 5 core: exact, not a time
+    NPU_CYCLES = "npu-cycles"  # Vela's total cycles per inference on an Ethos-U55-128: a compiler's estimate
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ from edgecv.cli import options as opt
 from edgecv.cli import ui
 from edgecv.config import (Arch, BenchConfig, CompressConfig, FinetuneConfig, IOType, MixedConfig, Objective,
                            Optimizer, PruneConfig, QuantMode, Recipe, SearchConfig, Strategy, recipe_config)
+from edgecv.device.vela import NpuConfig
 from edgecv.errors import ConfigError, GateFailed
 
 
@@ -32,6 +33,10 @@ def compress(
                                                    "largest int8 error float."),
     sparse: bool = opt.flag("--sparse", help="Also store the pruned int8 model in TFLite's sparse format."),
     finetune_epochs: int = typer.Option(1, min=1, help="Epochs of the QAT and clustering fine-tunes."),
+    npu: List[NpuConfig] = typer.Option([], "--npu", help="Also compile each int8 row with Vela for this Ethos-U "
+                                        "configuration (repeatable): NPU cycles, SRAM and flash, Vela's estimate."),
+    micro: bool = opt.flag("--micro", help="Also run each int8 row on TFLite Micro: its accuracy against LiteRT on "
+                           "1,000 test images, and the tensor arena."),
     data: Optional[str] = opt.Data,
     model: Optional[Path] = typer.Option(None, "--model", help="Start from this Keras model instead of training."),
     trust_model: bool = opt.TrustModel,
@@ -81,7 +86,7 @@ def compress(
         max_drop=max_drop, qat=qat, clusters=clusters, keep_float=tuple(keep_float),
         keep_float_worst=keep_float_worst, sparse=sparse,
         finetune=FinetuneConfig(finetune_epochs, batch_size, lr / 10, optimizer, seed, strategy),
-        mixed=MixedConfig(mixed_max_drop, mixed_images),
+        mixed=MixedConfig(mixed_max_drop, mixed_images), npu=tuple(npu), micro=micro,
     )
     if junit is not None:
         if max_drop is None:

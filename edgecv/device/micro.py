@@ -34,6 +34,7 @@ from edgecv.fsutil import write_text
 from edgecv.progress import Progress, ProgressFn, ignore
 
 MICRO_PIN = "tflite-micro==0.dev20261023182759"
+MICRO_IMAGES = 1000  # test images a flow (compress --micro) runs on both runtimes: a seeded sample
 ARENA_NOTE = "TFLite Micro's recorded arena on a 64-bit host (a 32-bit Cortex-M needs a little less)"
 
 # The worker, run by this Python: numpy and tflite_micro only. argv[1] is a job JSON.

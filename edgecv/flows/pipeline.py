@@ -151,6 +151,10 @@ def _compress(config: CompressConfig, out, on_progress: ProgressFn) -> Report:
     else:
         stages += [StageResult(f"pruned {m.value}", status=StageStatus.SKIPPED, reason="sparsity 0") for m in modes]
 
+    # 5b. the int8 rows on an Ethos-U NPU (Vela's estimate) and on TFLite Micro, when asked
+    if config.npu or config.micro:
+        _npu_and_micro(stages, out, dataset, config, on_progress)
+
     # 6. the gate, when asked: a CI run fails when its own compressed models drop too much
     gate = None
     if config.max_drop is not None:
@@ -170,6 +174,24 @@ def _compress(config: CompressConfig, out, on_progress: ProgressFn) -> Report:
     report.save(out / "report.json")  # last: its presence says the run finished
     on_progress(Progress("report", 1, 1))
     return report
+
+
+def _npu_and_micro(stages: list[StageResult], out, dataset, config: CompressConfig, on_progress: ProgressFn) -> None:
+    """Each measured int8 row gets ``details["npu"]`` (Vela, per configuration) and ``details["micro"]`` (TFLite
+    Micro against LiteRT on a seeded 1,000 test images, and the arena); a row either cannot take says why."""
+    rows = [(out / s.model, s) for s in stages if s.status is StageStatus.OK and s.format == "tflite" and s.model
+            and s.details.get("mode") == QuantMode.INT8.value]
+    if config.npu:
+        from edgecv.device.vela import estimate_into
+
+        estimate_into(rows, config.npu, on_progress)
+    if config.micro:
+        from edgecv.config import BenchConfig
+        from edgecv.device.micro import MICRO_IMAGES, measure_into
+        from edgecv.measure.benchmark import scoring_images
+
+        x, y = scoring_images(dataset, BenchConfig(limit=MICRO_IMAGES))
+        measure_into(rows, x, y, on_progress)
 
 
 def _qat_maker(get_model, dataset, finetune, calibration, config, on_progress, preserve_sparsity, details):

@@ -103,6 +103,18 @@ def arm_instructions(stage) -> dict[str, float] | None:
     return {cpu: entry["instructions_per_inference"] for cpu, entry in cost.items() if isinstance(entry, dict)}
 
 
+def npu_estimates(stage) -> dict[str, dict]:
+    """A stage's Vela estimates (``compress --npu``), {accelerator: record}, in the order they were asked for."""
+    record = stage.details.get("npu") if stage is not None else None
+    return {name: entry for name, entry in (record or {}).items() if isinstance(entry, dict)}
+
+
+def _npu(stage, show) -> str:
+    """The first configuration's value; the others are in report.json and the notes below the table."""
+    estimates = list(npu_estimates(stage).values())
+    return show(estimates[0]) if estimates else ""
+
+
 def _layer(tensor: str) -> str:
     """The Keras layer inside a converter's tensor name ("model/conv1/BiasAdd;model/conv1/Conv2D" -> "conv1")."""
     parts = tensor.split(";")[0].split("/")
@@ -130,6 +142,11 @@ COLUMNS = [
     ("gzip KB", lambda s: _kb(s.gzip_bytes)),
     ("peak KB", lambda s: _kb(s.peak_memory_bytes)),
     ("delegated ops", lambda s: _delegated(s.details.get("delegation"))),
+    ("NPU kcycles", lambda s: _npu(s, lambda e: f"{e['cycles_total'] / 1e3:,.1f}")),
+    ("NPU SRAM KB", lambda s: _npu(s, lambda e: _kb(e["sram_bytes"]))),
+    ("NPU flash KB", lambda s: _npu(s, lambda e: _kb(e["flash_bytes"] + e["dram_bytes"]))),
+    ("TFLM acc %", lambda s: _pct((s.details.get("micro") or {}).get("accuracy"))),
+    ("arena KB", lambda s: _kb((s.details.get("micro") or {}).get("arena_bytes"))),
     ("status", lambda s: s.status.value),
 ]
 # what fits an 80-column terminal; the rest is in report.md, report.json and behind --wide
@@ -171,6 +188,20 @@ class Report:
             warning = rt.delegation_warning(s.details.get("delegation"))
             if warning:
                 notes.append(f"{s.stage}: {warning}")
+            for accelerator, e in npu_estimates(s).items():
+                notes.append(f"{s.stage}: {accelerator} (Vela's estimate, {e['system_config']} at "
+                             f"{e['clock_hz'] / 1e6:g} MHz): {e['cycles_total']:,} cycles, "
+                             f"{e['inferences_per_second']:,.0f} inferences/s, SRAM {_kb(e['sram_bytes'])} KB, "
+                             f"flash/DRAM {_kb(e['flash_bytes'] + e['dram_bytes'])} KB"
+                             + (f"; on the CPU: {'; '.join(e['cpu_placed'])}" if e.get("cpu_placed") else ""))
+            for key in ("npu_error", "micro_error"):
+                if s.details.get(key):
+                    notes.append(f"{s.stage}: {'Vela' if key == 'npu_error' else 'TFLite Micro'}: {s.details[key]}")
+            micro = s.details.get("micro")
+            if micro:
+                notes.append(f"{s.stage}: TFLite Micro {100 * micro['accuracy']:.2f} % against LiteRT "
+                             f"{100 * micro['reference_accuracy']:.2f} % on {micro['images']} images (same top-1 on "
+                             f"{100 * micro['agreement']:.1f} %), arena {micro['arena_bytes']:,} bytes")
             mixed = s.details.get("mixed")
             if mixed:
                 int4 = [_layer(layer["name"]) for layer in mixed["layers"] if layer["bits"] == 4]
