@@ -10,6 +10,7 @@ import typer
 from edgecv.cli import options as opt
 from edgecv.cli import ui
 from edgecv.config import BenchConfig
+from edgecv.device.vela import NpuConfig
 from edgecv.errors import ConfigError, GateFailed
 
 
@@ -59,6 +60,11 @@ def check(
     max_arm_cost_ratio: Optional[float] = typer.Option(None, help="Ceiling on emulated ARM instructions per "
                                                        "inference relative to the reference's, on a Pi 4 (A72) and "
                                                        "a Pi 5 (A76) core: a latency gate without timing noise."),
+    max_npu_cycles_ratio: Optional[float] = typer.Option(None, help="Ceiling on Vela's estimated cycles per "
+                                                         "inference relative to the reference's, on an Ethos-U NPU "
+                                                         "(both int8 .tflite, compiled here)."),
+    npu: List[NpuConfig] = typer.Option([], "--npu", help="Ethos-U configuration(s) for --max-npu-cycles-ratio. "
+                                        "Default: ethos-u55-128."),
     allow_other_data: bool = opt.flag("--allow-other-data", help="Compare with a baseline measured on other test "
                                       "images."),
     measured_by: Optional[Path] = typer.Option(None, "--measured-by", help="Take MODEL's (and --reference's) "
@@ -76,7 +82,8 @@ def check(
     from edgecv.measure.gate import GateConfig, check as run_check, check_result, update_baseline as write_baseline
 
     config = GateConfig(max_drop, min_accuracy, max_size_kb, max_latency_ms, max_latency_ratio, max_size_ratio,
-                        allow_other_data, max_class_drop, significant_only, alpha, max_arm_cost_ratio)
+                        allow_other_data, max_class_drop, significant_only, alpha, max_arm_cost_ratio,
+                        max_npu_cycles_ratio, tuple(c.value for c in npu) or ("ethos-u55-128",))
     bench = BenchConfig(runs=runs, threads=threads, limit=limit)
     if update_baseline and (baseline is None or measured_by is not None):
         raise ConfigError("--update-baseline measures MODEL here and needs --baseline FILE to write; it does not "

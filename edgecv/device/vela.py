@@ -350,14 +350,6 @@ def estimate_record(estimates: Sequence[VelaEstimate]) -> dict:
                              | {"cpu_placed": [f"{o.op}: {o.reason}" for o in e.cpu_placed]} for e in estimates}}
 
 
-def npu_cycles(stage) -> dict[str, int] | None:
-    """A stage's Vela estimate as {accelerator: total cycles per inference}, or None when it has none."""
-    record = stage.details.get("npu") if stage is not None else None
-    if not record:
-        return None
-    return {name: entry["cycles_total"] for name, entry in record.items() if isinstance(entry, dict)}
-
-
 def estimate_into(rows: Sequence[tuple[Path, object]], accelerators: Sequence[NpuConfig | str],
                   on_progress: ProgressFn = ignore) -> None:
     """Compiles each ``(model path, StageResult)`` row's file and writes ``details["npu"]``: the one way a flow

@@ -20,10 +20,11 @@ from edgecv.compress.export import load_keras, save_keras
 from edgecv.fsutil import run_dir, write_text
 from edgecv.progress import Progress, ProgressFn, ignore
 from edgecv.flows.stages import tflite_stage
-from edgecv.measure.report import (Report, StageResult, StageStatus, arm_instructions, drop_in_words, pareto_front,
-                                  save_png)
+from edgecv.measure.report import (Report, StageResult, StageStatus, arm_instructions, drop_in_words, npu_estimates,
+                                  pareto_front, save_png)
 
 ARM_COST_CPU = "cortex-a76"  # the Pi 5's core: what --objective arm-cost minimises (the A72's count is kept too)
+NPU_CONFIG = "ethos-u55-128"  # what --objective npu-cycles minimises: Vela's total cycles on an Ethos-U55-128
 
 
 @dataclass
@@ -40,6 +41,8 @@ class Candidate:
     def cost(self, objective: Objective) -> float | None:
         if objective is Objective.ARM_COST:
             return (arm_instructions(self.result) or {}).get(ARM_COST_CPU)
+        if objective is Objective.NPU_CYCLES:  # int8 candidates only: Vela compiles no float model
+            return (npu_estimates(self.result).get(NPU_CONFIG) or {}).get("cycles_total")
         return self.result.p50() if objective is Objective.LATENCY else self.result.size_bytes
 
 
@@ -108,6 +111,10 @@ def _search(config: SearchConfig, out, on_progress: ProgressFn) -> SearchResult:
         from edgecv.device.armcost import prepare
 
         prepare(on_progress)
+    if config.objective is Objective.NPU_CYCLES:
+        from edgecv.device.vela import vela_command
+
+        vela_command()  # a missing Vela fails now (exit 3), not after the grid
     for stale in ("search.json", "best.tflite"):
         (out / stale).unlink(missing_ok=True)  # their presence says this run finished
     runtime = find_runtime()
@@ -184,6 +191,11 @@ def _search(config: SearchConfig, out, on_progress: ProgressFn) -> SearchResult:
 
         count_into([(out / c.result.model, c.result) for c in candidates if c.result.status is StageStatus.OK],
                    dataset.x_test[:6], inferences=5, on_progress=on_progress)
+    if config.objective is Objective.NPU_CYCLES:
+        from edgecv.device.vela import estimate_into
+
+        estimate_into([(out / c.result.model, c.result) for c in candidates if c.result.status is StageStatus.OK
+                       and c.mode is QuantMode.INT8], [NPU_CONFIG], on_progress)
     report_progress("done")
 
     result = choose(candidates, parent_row, config.objective, config.max_drop)
@@ -222,7 +234,7 @@ def to_markdown(result: SearchResult) -> str:
         if r.status is not StageStatus.OK:
             lines.append(f"| {c.name} | failed: {r.reason} | | | | | | |")
             continue
-        value = f"{value_of(c):,.4g}"
+        value = "" if c.cost(result.objective) is None else f"{value_of(c):,.4g}"  # e.g. no NPU estimate of a float file
         lines.append(f"| {c.name} | {100 * r.accuracy:.2f} | {c.drop:.2f} | {value} | "
                      f"{(c.macs or 0) / 1e6:.2f} | {r.size_bytes / 1024:,.1f} | {'yes' if c.on_front else ''} | "
                      f"{'**yes**' if c is result.chosen else ''} |")
@@ -234,10 +246,11 @@ def to_markdown(result: SearchResult) -> str:
 def verdict(result: SearchResult) -> str:
     if result.chosen is not None:
         c = result.chosen
-        arm = c.cost(Objective.ARM_COST)
+        arm, npu = c.cost(Objective.ARM_COST), c.cost(Objective.NPU_CYCLES)
         return (f"chosen: {c.name}, {100 * c.result.accuracy:.2f} % ({drop_in_words(c.drop, 'the parent')}), "
                 f"{c.result.p50():.4f} ms p50, {c.result.size_bytes / 1024:,.1f} KB"
-                + (f", {arm / 1e6:.3f} M emulated A76 instructions" if arm else ""))
+                + (f", {arm / 1e6:.3f} M emulated A76 instructions" if arm else "")
+                + (f", {npu:,} {NPU_CONFIG} cycles (Vela's estimate)" if npu else ""))
     if result.most_accurate is None:
         return "no candidate could be measured"
     c = result.most_accurate
@@ -251,6 +264,8 @@ _AXES = {
     Objective.SIZE: ("KB", "model size, KB", "smallest", lambda c: c.result.size_bytes / 1024),
     Objective.ARM_COST: ("A76 M instr", "emulated instructions per inference on a Pi 5 core (A76), millions",
                          "fewest ARM instructions", lambda c: c.cost(Objective.ARM_COST) / 1e6),
+    Objective.NPU_CYCLES: ("U55-128 kcycles", "Vela's estimated cycles per inference on an Ethos-U55-128, thousands",
+                           "fewest NPU cycles", lambda c: c.cost(Objective.NPU_CYCLES) / 1e3),
 }
 
 
@@ -260,7 +275,8 @@ def plot_search(result: SearchResult, path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    measured = [c for c in result.candidates if c.result.status is StageStatus.OK]
+    measured = [c for c in result.candidates if c.result.status is StageStatus.OK
+                and c.cost(result.objective) is not None]
     if not measured:
         return
     _, label, _, x = _AXES[result.objective]

@@ -25,7 +25,7 @@ from edgecv.errors import ConfigError, DataError, first_line
 from edgecv.fsutil import sha256, write_text
 from edgecv.measure.benchmark import benchmark_file, host_environment, now, scoring_images
 from edgecv.measure.paired import PairedComparison, compare
-from edgecv.measure.report import StageResult, StageStatus, arm_instructions
+from edgecv.measure.report import StageResult, StageStatus, arm_instructions, npu_estimates
 from edgecv.progress import ProgressFn, ignore
 
 BASELINE_SCHEMA = "edgecv.baseline/1"
@@ -44,10 +44,12 @@ class GateConfig:
     significant_only: bool = False  # a drop over its limit fails only when McNemar's p < alpha
     alpha: float = 0.05  # significance level of significant_only
     max_arm_cost_ratio: float | None = None  # emulated ARM instructions per inference against the reference's
+    max_npu_cycles_ratio: float | None = None  # Vela's cycles per inference against the reference's
+    npu: tuple[str, ...] = ("ethos-u55-128",)  # the Ethos-U configurations max_npu_cycles_ratio compiles for
 
     def __post_init__(self):
         for name in ("max_drop", "max_size_kb", "max_latency_ms", "max_latency_ratio", "max_size_ratio",
-                     "max_arm_cost_ratio",
+                     "max_arm_cost_ratio", "max_npu_cycles_ratio",
                      "max_class_drop"):
             value = getattr(self, name)
             if value is not None and value < 0:
@@ -123,6 +125,12 @@ class Criterion:
         return cls(d["name"], d["measured"], d["op"], d["limit"], d["unit"], **extra)
 
 
+def npu_cycles(stage: StageResult | None) -> dict[str, int] | None:
+    """A stage's Vela estimate as {accelerator: total cycles per inference}, or None when it has none."""
+    found = {name: e["cycles_total"] for name, e in npu_estimates(stage).items() if "cycles_total" in e}
+    return found or None
+
+
 def _number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
@@ -135,6 +143,7 @@ class Reference:
     p50_ms: float | None = None
     size_bytes: int | None = None
     arm_cost: dict[str, float] | None = None  # cpu model -> emulated instructions per inference
+    npu_cycles: dict[str, int] | None = None  # Ethos-U configuration -> Vela's total cycles per inference
 
 
 @dataclass
@@ -208,6 +217,16 @@ def criteria(candidate: StageResult, reference: Reference, config: GateConfig,
             ratio = mine[cpu] / theirs if cpu in mine and theirs else None
             out.append(Criterion(f"ARM instructions / {reference.name}'s ({cpu}, emulated)", ratio, "<=",
                                  config.max_arm_cost_ratio, "x"))
+    if config.max_npu_cycles_ratio is not None:
+        mine = npu_cycles(candidate) or {}
+        if not reference.npu_cycles or not mine:
+            why = candidate.details.get("npu_error") or "no Vela estimate for it and the reference"
+            raise ConfigError(f"--max-npu-cycles-ratio compares Vela's estimates of MODEL and --reference MODEL, "
+                              f"both int8 .tflite files: {why}")
+        for accelerator, theirs in reference.npu_cycles.items():
+            ratio = mine[accelerator] / theirs if accelerator in mine and theirs else None
+            out.append(Criterion(f"NPU cycles / {reference.name}'s ({accelerator}, Vela's estimate)", ratio, "<=",
+                                 config.max_npu_cycles_ratio, "x"))
     if not out:
         raise ConfigError("no limit to check: give --max-drop, --min-accuracy or a size or latency ceiling")
     return out
@@ -220,6 +239,16 @@ def _count_arm_cost(rows: list[tuple[Path, StageResult]], dataset: Dataset, on_p
         if path.suffix.lower() != ".tflite":
             raise ConfigError(f"--max-arm-cost-ratio counts .tflite models on an emulated Pi: {path.name} is not one")
     count_into(rows, dataset.x_test[:11], inferences=10, on_progress=on_progress)
+
+
+def _estimate_npu(rows: list[tuple[Path, StageResult]], config: GateConfig, on_progress: ProgressFn) -> None:
+    from edgecv.device.vela import estimate_into, vela_command
+
+    for path, _ in rows:
+        if path.suffix.lower() != ".tflite":
+            raise ConfigError(f"--max-npu-cycles-ratio compiles .tflite models with Vela: {path.name} is not one")
+    vela_command()  # a missing Vela is exit 3 before anything is compiled
+    estimate_into(rows, config.npu, on_progress)
 
 
 def _judged_class(paired: PairedComparison, config: GateConfig):
@@ -393,8 +422,10 @@ def check(
         parent = benchmark_file(Path(reference_model), dataset, bench, on_progress, keep_predictions=True)
         if config.max_arm_cost_ratio is not None:  # both counted in one emulated run, on the same test images
             _count_arm_cost([(Path(model_path), candidate), (Path(reference_model), parent)], dataset, on_progress)
+        if config.max_npu_cycles_ratio is not None:
+            _estimate_npu([(Path(model_path), candidate), (Path(reference_model), parent)], config, on_progress)
         reference = Reference("model", Path(reference_model).name, parent.accuracy, parent.p50(), parent.size_bytes,
-                              arm_instructions(parent))
+                              arm_instructions(parent), npu_cycles(parent))
         theirs = predictions_of(parent)
     paired, reason = _paired(labels, theirs, predictions_of(candidate), dataset.classes, missing)
     if paired is None:
@@ -522,7 +553,7 @@ def check_result(model_path: str | os.PathLike, result_path: str | os.PathLike, 
     else:
         parent = stage_of(reference_model)
         reference = Reference("model", f"{parent.model} on the same runtime", parent.accuracy, parent.p50(),
-                              parent.size_bytes, arm_instructions(parent))
+                              parent.size_bytes, arm_instructions(parent), npu_cycles(parent))
         theirs = predictions_of(parent)
     labels, classes = None, None
     if missing is None and dataset is None:

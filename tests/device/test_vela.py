@@ -153,3 +153,74 @@ def test_cli_missing_file_and_unknown_accelerator(tmp_path):
     assert missing.exit_code == 2 and "does not exist" in _one_line(missing)
     wrong = runner.invoke(app, ["npu", str(tmp_path / "none.tflite"), "-a", "ethos-u99"])
     assert wrong.exit_code == 2 and "ethos-u55-128" in wrong.stderr
+
+
+# --- in the flows: compress --npu --micro, search --objective npu-cycles, check --max-npu-cycles-ratio ----------
+
+
+def test_search_ranks_int8_candidates_by_velas_cycles(tmp_path, tiny_tflite):
+    from edgecv.config import Objective, QuantMode
+    from edgecv.device.vela import estimate_into
+    from edgecv.flows.search import Candidate, choose, to_markdown
+    from edgecv.measure.report import StageResult
+
+    wide = np.random.default_rng(2).random((3, 3, 3, 64), dtype=np.float32)
+    files = {"narrow": int8_graph(lambda tf, x: tf.nn.conv2d(x, KERNEL, 1, "SAME"), tmp_path / "narrow.tflite",
+                                  (1, 32, 32, 3)),
+             "wide": int8_graph(lambda tf, x: tf.nn.conv2d(x, wide, 1, "SAME"), tmp_path / "wide.tflite", (1, 32, 32, 3)),
+             "float": tiny_tflite["float32"]}
+    candidates = [Candidate(name, 0.0, 0.0, QuantMode.FLOAT32 if name == "float" else QuantMode.INT8,
+                            StageResult(name, accuracy=0.8, latency={"p50_ms": 1.0}, size_bytes=1000, images=10,
+                                        model=path.name), drop=0.0) for name, path in files.items()]
+    estimate_into([(files[c.name], c.result) for c in candidates], ["ethos-u55-128"])
+    assert "float model" in candidates[2].result.details["npu_error"]
+    narrow, wide_, floating = (c.cost(Objective.NPU_CYCLES) for c in candidates)
+    assert floating is None and 0 < narrow < wide_  # 16x the output channels cost more cycles
+    result = choose(candidates, StageResult("parent", accuracy=0.8, images=10), Objective.NPU_CYCLES, 1.0)
+    assert result.chosen.name == "narrow" and "ethos-u55-128 cycles (Vela's estimate)" in to_markdown(result)
+
+
+def test_compress_adds_npu_and_micro_to_the_int8_rows(image_folder, tmp_path):
+    run = tmp_path / "run"
+    done = runner.invoke(app, ["compress", "--data", str(image_folder), "--epochs", "1", "--batch-size", "16",
+                               "--sparsity", "0", "--runs", "3", "--npu", "ethos-u55-128", "--npu", "ethos-u65-256",
+                               "--micro", "--out", str(run), "-q", "--wide"])
+    assert done.exit_code == 0, done.stderr
+    stages = {s["stage"]: s for s in json.loads((run / "report.json").read_text())["stages"]}
+    int8, float32 = stages["tflite int8"]["details"], stages["tflite float32"]["details"]
+    assert list(k for k in int8["npu"] if k != "unit") == ["ethos-u55-128", "ethos-u65-256"]
+    assert int8["npu"]["ethos-u55-128"]["cycles_total"] > 0 and int8["micro"]["arena_bytes"] > 0
+    assert int8["micro"]["images"] == 30 and 0 <= int8["micro"]["agreement"] <= 1
+    assert "npu" not in float32 and "micro" not in float32
+    assert "ethos-u65-256 (Vela's estimate" in (run / "report.md").read_text()
+    assert "NPU" in done.stdout and "arena" in done.stdout
+
+
+def test_compress_npu_needs_int8(image_folder, tmp_path):
+    done = runner.invoke(app, ["compress", "--data", str(image_folder), "--float16", "--npu", "ethos-u55-128",
+                               "--out", str(tmp_path / "r"), "-q"])
+    assert done.exit_code == 2 and "--npu makes int8 models" in _one_line(done)
+
+
+@pytest.mark.parametrize("limit, code", [("1.0", 0), ("0.5", 1)])
+def test_check_gates_on_npu_cycles(tiny_tflite, image_folder, limit, code):
+    model = str(tiny_tflite["int8"])  # against itself: a ratio of exactly 1 on every configuration
+    done = runner.invoke(app, ["check", model, "--reference", model, "--data", str(image_folder), "--runs", "3",
+                               "--max-npu-cycles-ratio", limit, "--npu", "ethos-u55-128", "--npu", "ethos-u85-256",
+                               "--json"])
+    assert done.exit_code == code, done.stderr
+    criteria = [c for c in json.loads(done.stdout)["criteria"] if c["name"].startswith("NPU cycles")]
+    assert [c["measured"] for c in criteria] == [1.0, 1.0] and "ethos-u85-256" in criteria[1]["name"]
+
+
+def test_check_npu_ratio_of_a_float_model_is_bad_input(tiny_tflite, image_folder):
+    done = runner.invoke(app, ["check", str(tiny_tflite["float32"]), "--reference", str(tiny_tflite["int8"]),
+                               "--data", str(image_folder), "--runs", "3", "--max-npu-cycles-ratio", "1.2"])
+    assert done.exit_code == 2 and "is a float model" in _one_line(done)
+
+
+def test_check_npu_ratio_without_vela_is_exit_3(tiny_tflite, image_folder, monkeypatch):
+    monkeypatch.setenv("EDGECV_VELA", "/nonexistent/vela")
+    done = runner.invoke(app, ["check", str(tiny_tflite["int8"]), "--reference", str(tiny_tflite["int8"]),
+                               "--data", str(image_folder), "--runs", "3", "--max-npu-cycles-ratio", "1.2"])
+    assert done.exit_code == 3 and "EDGECV_VELA" in _one_line(done)
