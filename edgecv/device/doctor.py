@@ -7,7 +7,7 @@ are read from the installed distributions), so the checks take a second, not ten
 
 A check fails only when edgecv cannot do its work here: no TFLite runtime runs a model, the TensorFlow stack
 (TensorFlow, tf-keras, TFMOT) is not installed, or ``edgetpu=True`` and the Edge TPU library, device or
-delegate is missing. Missing optional tools (``edgetpu_compiler``, ``debootstrap``, qemu) are "ok" or "warn"
+delegate is missing. Missing optional tools (``edgetpu_compiler``, Vela, TFLite Micro, ``debootstrap``, qemu) are "ok" or "warn"
 with a note saying what they are for.
 """
 
@@ -78,7 +78,7 @@ def diagnose(edgetpu: bool = False) -> Diagnosis:
     device = [c for c in device if c.name != "tensorflow"]
     host = [Check("edgecv", __version__, OK)]
     host += stack_checks()
-    host += [edgetpu_compiler_check(), debootstrap_check(), qemu_check()]
+    host += [edgetpu_compiler_check(), vela_check(), micro_check(), debootstrap_check(), qemu_check()]
     return Diagnosis(device + host)
 
 
@@ -137,6 +137,37 @@ def edgetpu_compiler_check() -> Check:
     out = rt._command([path, "--version"]) or ""  # the device script's own runner
     words = [w for w in out.split() if w[:1].isdigit()]  # "Edge TPU Compiler version 16.0.384591198"
     return Check("edgetpu_compiler", f"{words[-1] if words else 'version unknown'} ({path})", OK)
+
+
+def vela_check() -> Check:
+    """Vela (``ethos-u-vela``, an edgecv dependency) for ``edgecv npu``; without it that command exits 3."""
+    from edgecv.device.vela import VELA_PIN, vela_command
+    from edgecv.errors import Unsupported
+
+    try:
+        command = vela_command()
+    except Unsupported as e:
+        return Check("vela", "not installed", WARN, f"edgecv npu needs it: {e}")
+    try:
+        found = version("ethos-u-vela") if len(command) > 1 else command[0]
+    except PackageNotFoundError:
+        found = "version unknown"
+    return Check("vela", found, OK, f"Ethos-U NPU compiler (edgecv npu); edgecv pins {VELA_PIN}")
+
+
+def micro_check() -> Check:
+    """TFLite Micro's interpreter (``tflite-micro``, an edgecv dependency) for ``edgecv micro``."""
+    from edgecv.device.micro import MICRO_PIN, check_installed
+    from edgecv.errors import Unsupported
+
+    try:
+        check_installed()
+    except Unsupported as e:
+        return Check("tflite-micro", "not installed", WARN, f"edgecv micro needs it: {e}")
+    try:
+        return Check("tflite-micro", version("tflite-micro"), OK, f"microcontroller runtime (edgecv micro); {MICRO_PIN}")
+    except PackageNotFoundError:
+        return Check("tflite-micro", "version unknown", OK, "microcontroller runtime (edgecv micro)")
 
 
 def debootstrap_check() -> Check:

@@ -224,3 +224,13 @@ def test_check_npu_ratio_without_vela_is_exit_3(tiny_tflite, image_folder, monke
     done = runner.invoke(app, ["check", str(tiny_tflite["int8"]), "--reference", str(tiny_tflite["int8"]),
                                "--data", str(image_folder), "--runs", "3", "--max-npu-cycles-ratio", "1.2"])
     assert done.exit_code == 3 and "EDGECV_VELA" in _one_line(done)
+
+
+def test_doctor_names_vela_and_tflite_micro(monkeypatch):
+    from edgecv.device.doctor import micro_check, vela_check
+
+    assert vela_check().status == "ok" and vela_check().value.startswith("5.2")
+    assert micro_check().status == "ok"
+    monkeypatch.setenv("EDGECV_VELA", "/nonexistent/vela")
+    missing = vela_check()
+    assert missing.status == "warn" and "edgecv npu needs it" in missing.note
