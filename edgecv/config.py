@@ -200,6 +200,7 @@ class BenchConfig:
 class CompressConfig:
     out: Path
     data: str | None = None  # a path; None = EDGECV_DATA, then the caches, then the download
+    image_size: int | None = None  # resize every image to this square (a model built for another size)
     model: Path | None = None  # start from this Keras model instead of training
     trust_model: bool = False  # load a model file that carries code (Lambda layers)
     modes: tuple[QuantMode, ...] = (QuantMode.INT8,)
@@ -284,6 +285,7 @@ class SearchConfig:
 
     out: Path
     data: str | None = None
+    image_size: int | None = None  # resize every image to this square (a model built for another size)
     model: Path | None = None  # the parent; None = train one with ``train``
     trust_model: bool = False
     train: TrainConfig = field(default_factory=TrainConfig)

@@ -18,6 +18,7 @@ from edgecv.compress.export import KERAS_SUFFIXES
 def prune(
     model: Path = typer.Argument(..., help="Keras model to prune (.keras, .h5)."),
     data: Optional[str] = opt.Data,
+    image_size: Optional[int] = opt.ImageSize,
     sparsity: float = typer.Option(0.8, help="Target share of zero weights per kernel, in [0, 1)."),
     epochs: int = typer.Option(2, min=1, help="Fine-tuning epochs while sparsity ramps up."),
     batch_size: int = typer.Option(64, min=1),
@@ -39,7 +40,7 @@ def prune(
     opt.writable(out, KERAS_SUFFIXES)
     get_strategy(strategy)  # a multi-worker strategy must exist before the model is loaded
     with ui.ProgressBars(not quiet) as bars:
-        dataset = opt.load_data(data, train_limit, test_limit, seed, bars)
+        dataset = opt.load_data(data, train_limit, test_limit, seed, bars, image_size)
         result = prune_model(load_keras(model, dataset), dataset, config, bars)
     save_keras(result.model, out)
     ui.show(ui.sparsity_table(result, f"pruned {model.name} -> {out}"))
@@ -49,6 +50,7 @@ def prune(
 def prune_channels(
     model: Path = typer.Argument(..., help="Keras model to shrink (.keras, .h5)."),
     data: Optional[str] = opt.Data,
+    image_size: Optional[int] = opt.ImageSize,
     ratio: float = typer.Option(0.5, help="Share of each prunable layer's channels to remove, in [0, 1)."),
     finetune_epochs: int = typer.Option(3, min=0, help="Fine-tuning epochs after the cut (0: none)."),
     recipe: Recipe = typer.Option(Recipe.EDGE, help="Fine-tuning preset (its rate divided by 3)."),
@@ -70,7 +72,7 @@ def prune_channels(
     config = replace(base, learning_rate=lr if lr is not None else base.learning_rate / 3) if finetune_epochs else None
     opt.writable(out, KERAS_SUFFIXES)
     with ui.ProgressBars(not quiet) as bars:
-        dataset = opt.load_data(data, train_limit, test_limit, seed, bars)
+        dataset = opt.load_data(data, train_limit, test_limit, seed, bars, image_size)
         cut = cut_and_compare(load_keras(model, dataset, trust=trust_model), dataset, ratio, config, runs, seed, bars)
     save_keras(cut.result.model, out)
     for table in ui.channel_tables(cut, f"{model.name} -> {out}"):
@@ -82,6 +84,7 @@ def quantize(
     mode: QuantMode = typer.Option(QuantMode.INT8, help="Post-training mode."),
     io_type: IOType = typer.Option(IOType.INT8, help="Input/output type of an int8 model (uint8 for the Edge TPU)."),
     data: Optional[str] = opt.Data,
+    image_size: Optional[int] = opt.ImageSize,
     calibration_samples: int = typer.Option(200, min=1, help="Train images used to calibrate int8."),
     keep_float: List[str] = typer.Option([], "--keep-float", help="int8 with this layer left float (repeatable)."),
     sparse: bool = opt.flag("--sparse", help="Store pruned weights in TFLite's sparse format."),
@@ -98,13 +101,14 @@ def quantize(
     target = opt.writable(out or default_tflite_name(model, mode, io_type), (".tflite",))
     with ui.ProgressBars(True) as bars:
         done = quantize_file(model, target, mode, data, io_type, calibration_samples, tuple(keep_float), sparse, seed,
-                             bars, MixedConfig(mixed_max_drop, mixed_images))
+                             bars, MixedConfig(mixed_max_drop, mixed_images), image_size)
     ui.show_quantized(done)
 
 
 def qat(
     model: Path = typer.Argument(..., help="Keras model (.keras, .h5); pruned models keep their zeros."),
     data: Optional[str] = opt.Data,
+    image_size: Optional[int] = opt.ImageSize,
     epochs: int = typer.Option(1, min=1),
     batch_size: int = typer.Option(64, min=1),
     lr: float = typer.Option(1e-3, help="Fine-tuning learning rate."),
@@ -124,7 +128,7 @@ def qat(
     target = opt.writable(out or model.with_name(f"{model.stem}_qat_int8.tflite"), (".tflite",))
     get_strategy(strategy)  # a multi-worker strategy must exist before the model is loaded
     with ui.ProgressBars(not quiet) as bars:
-        dataset = opt.load_data(data, None, None, seed, bars)
+        dataset = opt.load_data(data, None, None, seed, bars, image_size)
         done = qat_to_file(load_keras(model, dataset), dataset, target,
                            FinetuneConfig(epochs, batch_size, lr, optimizer, seed, strategy), io_type,
                            preserve_sparsity, bars)
@@ -136,6 +140,7 @@ def cluster(
     model: Path = typer.Argument(..., help="Keras model (.keras, .h5)."),
     clusters: int = typer.Option(16, "--clusters", help="Distinct values per kernel (>= 2)."),
     data: Optional[str] = opt.Data,
+    image_size: Optional[int] = opt.ImageSize,
     epochs: int = typer.Option(1, min=1),
     batch_size: int = typer.Option(64, min=1),
     lr: float = typer.Option(1e-5, help="Small: a centroid's gradient sums over every weight in its cluster."),
@@ -151,7 +156,7 @@ def cluster(
     check_clusters(clusters)
     target = opt.writable(out or model.with_name(f"{model.stem}_clustered.keras"), KERAS_SUFFIXES)
     with ui.ProgressBars(not quiet) as bars:
-        dataset = opt.load_data(data, None, None, seed, bars)
+        dataset = opt.load_data(data, None, None, seed, bars, image_size)
         result = cluster_model(load_keras(model, dataset), dataset, clusters,
                                FinetuneConfig(epochs, batch_size, lr, optimizer, seed), bars)
     save_keras(result.model, target)
@@ -162,6 +167,7 @@ def cluster(
 def sensitivity(
     model: Path = typer.Argument(..., help="Keras model (.keras, .h5)."),
     data: Optional[str] = opt.Data,
+    image_size: Optional[int] = opt.ImageSize,
     images: int = typer.Option(2000, min=1, help="Test images for the accuracy of each variant."),
     seed: int = opt.Seed,
     as_json: bool = opt.Json,
@@ -173,7 +179,7 @@ def sensitivity(
     from edgecv.compress.sensitivity import sensitivity as measure_sensitivity
 
     with ui.ProgressBars(not quiet) as bars:
-        dataset = opt.load_data(data, None, None, seed, bars)
+        dataset = opt.load_data(data, None, None, seed, bars, image_size)
         result = measure_sensitivity(load_keras(model, dataset), dataset, calibration_images(dataset, 200, seed),
                                      images, bars)
     if as_json:

@@ -38,6 +38,7 @@ def compress(
     micro: bool = opt.flag("--micro", help="Also run each int8 row on TFLite Micro: its accuracy against LiteRT on "
                            "1,000 test images, and the tensor arena."),
     data: Optional[str] = opt.Data,
+    image_size: Optional[int] = opt.ImageSize,
     model: Optional[Path] = typer.Option(None, "--model", help="Start from this Keras model instead of training."),
     trust_model: bool = opt.TrustModel,
     sparsity: float = typer.Option(0.8, help="Pruning target in [0, 1); 0 skips pruning."),
@@ -79,7 +80,8 @@ def compress(
                              budget_minutes=budget_minutes)
     batch_size, lr, optimizer = training.batch_size, training.learning_rate, training.optimizer
     config = CompressConfig(
-        out=folder, data=data, model=model, trust_model=trust_model, modes=modes or (QuantMode.INT8,), io_type=io_type,
+        out=folder, data=data, image_size=image_size, model=model, trust_model=trust_model,
+        modes=modes or (QuantMode.INT8,), io_type=io_type,
         train=training,
         prune=PruneConfig(sparsity, prune_epochs, batch_size, lr, seed, optimizer, strategy),
         bench=BenchConfig(runs=runs, threads=threads), train_limit=train_limit, test_limit=test_limit,
@@ -101,6 +103,7 @@ def compress(
 
 def search(
     data: Optional[str] = opt.Data,
+    image_size: Optional[int] = opt.ImageSize,
     model: Optional[Path] = typer.Option(None, "--model", help="The parent Keras model. Default: train one."),
     trust_model: bool = opt.TrustModel,
     arch: Arch = typer.Option(Arch.SEED_CNN, help="Architecture of the parent, when it is trained here."),
@@ -132,8 +135,8 @@ def search(
 
     training = recipe_config(opt.recipe_for(recipe, arch), arch=arch, epochs=epochs, seed=seed)
     config = SearchConfig(
-        out=out or Path("runs") / datetime.now().strftime("search-%Y%m%d-%H%M%S"), data=data, model=model,
-        trust_model=trust_model, train=training, channel_ratios=opt.floats(channels, "--channels"),
+        out=out or Path("runs") / datetime.now().strftime("search-%Y%m%d-%H%M%S"), data=data, image_size=image_size,
+        model=model, trust_model=trust_model, train=training, channel_ratios=opt.floats(channels, "--channels"),
         sparsities=opt.floats(sparsity, "--sparsity"), modes=opt.modes(modes), max_drop=max_drop,
         objective=objective, finetune_epochs=finetune_epochs,
         prune=PruneConfig(0.5, prune_epochs, training.batch_size, training.learning_rate / 3, seed,

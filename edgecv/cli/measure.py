@@ -17,6 +17,7 @@ from edgecv.errors import ConfigError, GateFailed
 def benchmark(
     models: List[Path] = typer.Argument(..., help=".tflite or Keras model files."),
     data: Optional[str] = opt.Data,
+    image_size: Optional[int] = opt.ImageSize,
     runs: int = typer.Option(200, min=1, help="Timed single-image runs."),
     warmup: int = typer.Option(10, min=0, help="Untimed runs before timing."),
     threads: int = typer.Option(1, min=1),
@@ -33,7 +34,7 @@ def benchmark(
     if output:
         opt.writable(output, (".json",))
     with ui.ProgressBars(not quiet) as bars:
-        report = benchmark_files(models, opt.load_data(data, None, None, 0, bars), config, bars)
+        report = benchmark_files(models, opt.load_data(data, None, None, 0, bars, image_size), config, bars)
     if output:
         report.save(output)
     ui.show_report(report, as_json, wide=wide)
@@ -45,6 +46,7 @@ def check(
     baseline: Optional[Path] = typer.Option(None, "--baseline", help="A stored baseline JSON to compare with."),
     update_baseline: bool = opt.flag("--update-baseline", help="Measure MODEL and write it as --baseline."),
     data: Optional[str] = opt.Data,
+    image_size: Optional[int] = opt.ImageSize,
     max_drop: Optional[float] = typer.Option(1.0, help="Accuracy points MODEL may lose against the reference."),
     max_class_drop: Optional[float] = typer.Option(None, help="Accuracy points any one class may lose against the "
                                                    "reference (compared image by image)."),
@@ -92,7 +94,7 @@ def check(
         if path is not None:
             opt.writable(path, (suffix,))
     with ui.ProgressBars(not quiet) as bars:
-        dataset = opt.load_data(data, None, None, 0, bars) if measured_by is None or data else None
+        dataset = opt.load_data(data, None, None, 0, bars, image_size) if measured_by is None or data else None
         if update_baseline:
             written = write_baseline(model, dataset, opt.writable(baseline, (".json",)), bench, bars)
             ui.show(f"wrote baseline {baseline}: accuracy {100 * written.accuracy:.2f} % on "

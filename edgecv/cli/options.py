@@ -16,6 +16,9 @@ def flag(*names: str, help: str):
 
 Data = typer.Option(None, "--data", help="Image folder (train/<class>/, test/<class>/), cifar-10-batches-py/ or "
                     "cifar-10-python.tar.gz. Default: $EDGECV_DATA, then the caches, then the download.")
+ImageSize = typer.Option(None, "--image-size", metavar="PIXELS", help="Resize every image to PIXELS x PIXELS "
+                         "(bilinear) for a model built for another input size, e.g. 96 for a 96 px MobileNet on "
+                         "32 px CIFAR-10. Default: the data's own size.")
 TrainLimit = typer.Option(None, "--train-limit", min=1, help="Use a seeded subset of this many train images.")
 TestLimit = typer.Option(None, "--test-limit", min=1, help="Use a seeded subset of this many test images.")
 Seed = typer.Option(0, "--seed", help="Seed for weights, shuffling and subsets.")
@@ -43,12 +46,13 @@ MixedImages = typer.Option(20000, "--mixed-images", min=1, help="Mixed mode: tra
 TrustModel = flag("--trust-model", help="Load a model that carries code (Lambda).")
 
 
-def load_data(data: str | None, train_limit: int | None, test_limit: int | None, seed: int, on_progress):
-    """The data set the command names, cut to its limits; a count of unreadable files is warned about."""
+def load_data(data: str | None, train_limit: int | None, test_limit: int | None, seed: int, on_progress,
+              image_size: int | None = None):
+    """The data set the command names, cut to its limits (then resized); unreadable files are warned about."""
     from edgecv.cli import ui
     from edgecv.data.datasets import load
 
-    dataset = load(data, on_progress).subset(train_limit, test_limit, seed)
+    dataset = load(data, on_progress).subset(train_limit, test_limit, seed).resized(image_size)
     if dataset.skipped:
         ui.note(f"warning: skipped {dataset.skipped} unreadable file(s) under {dataset.source}")
     return dataset

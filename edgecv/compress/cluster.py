@@ -43,8 +43,11 @@ def check_clusters(clusters: int) -> None:
 def cluster(model, dataset: Dataset, clusters: int, config: FinetuneConfig = FinetuneConfig(),
             on_progress: ProgressFn = ignore) -> ClusterResult:
     """Clusters every kernel of a copy of ``model`` into ``clusters`` centroids (k-means++ start), fine-tunes,
-    strips the wrappers."""
+    strips the wrappers (a Keras 3 model is rebuilt in tf-keras first, for TFMOT)."""
+    from edgecv.compress.keras3 import to_tf_keras
+
     check_clusters(clusters)
+    model = to_tf_keras(model)
     api = tfmot().clustering.keras
 
     def wrap(layer):

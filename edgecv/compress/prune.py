@@ -50,7 +50,11 @@ def schedule_steps(total_steps: int) -> tuple[int, int]:
 
 
 def prune(model, dataset: Dataset, config: PruneConfig = PruneConfig(), on_progress: ProgressFn = ignore) -> PruneResult:
-    """Prunes a copy of ``model`` to ``config.sparsity``; the model passed in is left untouched."""
+    """Prunes a copy of ``model`` to ``config.sparsity``; the model passed in is left untouched (a Keras 3 one is
+    rebuilt in tf-keras first, for TFMOT)."""
+    from edgecv.compress.keras3 import to_tf_keras
+
+    model = to_tf_keras(model)
     steps = -(-len(dataset.x_train) // config.batch_size) * config.epochs
     end_step, frequency = schedule_steps(steps)
     sparsity_api = tfmot().sparsity.keras

@@ -58,7 +58,11 @@ def _passthrough_config():
 
 
 def quantize_aware(model, preserve_sparsity: bool = False):
-    """Wraps every layer for QAT; raises ConfigError naming a layer with weights that TFMOT cannot quantize."""
+    """Wraps every layer for QAT (of a Keras 3 model, of its tf-keras rebuild); raises ConfigError naming a layer
+    with weights that TFMOT cannot quantize."""
+    from edgecv.compress.keras3 import to_tf_keras
+
+    model = to_tf_keras(model)
     q = tfmot().quantization.keras
     registry = q.default_8bit.Default8BitQuantizeRegistry()
     passthrough = _passthrough_config()

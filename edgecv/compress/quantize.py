@@ -141,9 +141,10 @@ def default_tflite_name(model_path: Path, mode: QuantMode, io_type: IOType) -> P
 def quantize_file(model_path: Path, out: Path, mode: QuantMode = QuantMode.INT8, data: str | None = None,
                   io_type: IOType = IOType.INT8, calibration_samples: int = 200, keep_float: tuple[str, ...] = (),
                   sparse: bool = False, seed: int = 0, on_progress: ProgressFn = ignore,
-                  mixed: MixedConfig = MixedConfig()) -> QuantizedFile:
+                  mixed: MixedConfig = MixedConfig(), image_size: int | None = None) -> QuantizedFile:
     """``edgecv quantize``: one conversion of a Keras file written to ``out``. int8 and int16x8 are calibrated
-    on the train split of ``data``; ``keep_float`` leaves the named layers float in an int8 model."""
+    on the train split of ``data`` (resized to ``image_size``); ``keep_float`` leaves the named layers float in
+    an int8 model."""
     from edgecv import runtime as rt
     from edgecv.compress.export import check_fits, load_keras, save_tflite
     from edgecv.config import _check_mixed_io
@@ -156,7 +157,7 @@ def quantize_file(model_path: Path, out: Path, mode: QuantMode = QuantMode.INT8,
     model = load_keras(model_path)
     calibration = dataset = None
     if mode in (QuantMode.INT8, QuantMode.INT16X8, QuantMode.MIXED):
-        dataset = load(data, on_progress)
+        dataset = load(data, on_progress, image_size=image_size)
         check_fits(model, dataset, model_path)
         calibration = calibration_images(dataset, calibration_samples, seed)
     details: dict = {}

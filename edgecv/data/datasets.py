@@ -66,6 +66,21 @@ class Dataset:
         x_test, y_test = pick(self.x_test, self.y_test, test)
         return replace(self, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
 
+    def resized(self, size: int | None) -> Dataset:
+        """Every image at ``size`` x ``size`` (bilinear, as Pillow does it), for a model built for another input
+        size than the data's: a 96 px MobileNet on 32 px CIFAR-10. ``None`` or the data's own size changes nothing.
+
+        Raises:
+            ConfigError: a size outside 8-1024 pixels.
+        """
+        from edgecv.errors import ConfigError
+
+        if size is None or self.input_shape[:2] == (size, size):
+            return self
+        if not MIN_SIZE <= size <= MAX_SIZE:
+            raise ConfigError(f"--image-size must be {MIN_SIZE} to {MAX_SIZE} pixels, got {size}")
+        return replace(self, x_train=_resize(self.x_train, size), x_test=_resize(self.x_test, size))
+
     def fingerprint(self) -> str:
         return fingerprint(self.x_test, self.y_test)
 
@@ -86,6 +101,20 @@ class Dataset:
         }
 
 
+MIN_SIZE, MAX_SIZE = 8, 1024  # below, nothing is left to classify; above, CIFAR-10's train split alone is 150 GB
+
+
+def _resize(images: np.ndarray, size: int) -> np.ndarray:
+    from PIL import Image
+
+    out = np.empty((len(images), size, size, images.shape[-1]), dtype=np.uint8)
+    for i, image in enumerate(images):
+        im = Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image)
+        resized = np.asarray(im.resize((size, size), Image.BILINEAR), dtype=np.uint8)
+        out[i] = resized[..., None] if resized.ndim == 2 else resized
+    return out
+
+
 def fingerprint(images: np.ndarray, labels: np.ndarray) -> str:
     """Hash of test images and labels: the same data from another path matches, other data does not."""
     h = hashlib.sha256()
@@ -99,12 +128,18 @@ def cache_dir() -> Path:
     return Path(os.environ.get("EDGECV_CACHE") or Path.home() / ".cache" / "edgecv")
 
 
-def load(path: str | os.PathLike | None = None, on_progress: ProgressFn = ignore, download: bool = True) -> Dataset:
-    """Find and load a data set: ``path``, then ``EDGECV_DATA``, then the caches, then the download.
+def load(path: str | os.PathLike | None = None, on_progress: ProgressFn = ignore, download: bool = True,
+         image_size: int | None = None) -> Dataset:
+    """Find and load a data set: ``path``, then ``EDGECV_DATA``, then the caches, then the download; with
+    ``image_size``, every image resized to that square (see :meth:`Dataset.resized`).
 
     Raises:
         DataError: nothing usable was found, or the source is unreadable.
     """
+    return _find(path, on_progress, download).resized(image_size)
+
+
+def _find(path, on_progress: ProgressFn, download: bool) -> Dataset:
     if path is None and os.environ.get("EDGECV_DATA"):
         path = os.environ["EDGECV_DATA"]
     if path is not None:

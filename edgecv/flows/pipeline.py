@@ -42,7 +42,8 @@ def _compress(config: CompressConfig, out, on_progress: ProgressFn) -> Report:
     runtime = find_runtime()  # fail before training, not after, when no runtime is there
 
     # 1. data: the test split is only ever measured on; calibration comes from the train split
-    dataset = load(config.data, on_progress).subset(config.train_limit, config.test_limit, config.train.seed)
+    dataset = load(config.data, on_progress).subset(config.train_limit, config.test_limit, config.train.seed).resized(
+        config.image_size)
     manifest = RunManifest(out, run_key(asdict(config), dataset.full_fingerprint()))
 
     # 2. the float baseline: trained here (recorded as soon as it is saved), or the user's model

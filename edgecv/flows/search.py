@@ -118,7 +118,8 @@ def _search(config: SearchConfig, out, on_progress: ProgressFn) -> SearchResult:
     for stale in ("search.json", "best.tflite"):
         (out / stale).unlink(missing_ok=True)  # their presence says this run finished
     runtime = find_runtime()
-    dataset = load(config.data, on_progress).subset(config.train_limit, config.test_limit, config.train.seed)
+    dataset = load(config.data, on_progress).subset(config.train_limit, config.test_limit, config.train.seed).resized(
+        config.image_size)
     calibration = calibration_images(dataset, config.calibration_samples, config.train.seed)
     ratios = sorted(set(config.channel_ratios))
     sparsities = sorted(set(config.sparsities))
