@@ -272,3 +272,34 @@ def test_quantize_mixed_lists_each_layer_and_its_bits(tmp_path, image_folder, ti
     assert "weight layers at int4" in r.stdout and "int4 rounding" in r.stdout
     refused = run("quantize", model, "--mode", "mixed", "--io-type", "uint8", "--data", image_folder)
     assert_one_line_error(refused, 2, "cannot write uint8")
+
+
+def _keras3_cnn(path, size: int):
+    """A Keras 3 model built for another input size than the data's, as users bring them."""
+    from edgecv._tf import keras3
+
+    k = keras3()
+    inputs = k.Input((size, size, 3))
+    h = k.layers.Conv2D(4, 3, activation="hard_silu")(k.layers.Rescaling(1 / 255.0)(inputs))
+    k.Model(inputs, k.layers.Dense(3, activation="softmax")(k.layers.GlobalAveragePooling2D()(h))).save(path)
+    return path
+
+
+def test_a_model_of_another_input_size_is_told_about_image_size(tmp_path, image_folder):
+    model = _keras3_cnn(tmp_path / "big.keras", 24)
+    assert_one_line_error(run("benchmark", model, "--data", image_folder), 2,
+                          "takes (24, 24, 3) inputs but the data set's images are (16, 16, 3): pass --image-size 24")
+    result = run("benchmark", model, "--data", image_folder, "--image-size", 24, "--runs", 3, "--json")
+    assert result.exit_code == 0, result.output
+    row = json.loads(result.stdout)["stages"][0]  # stdout is the JSON alone: nothing Keras printed in between
+    assert row["images"] == 30 and row["format"] == "keras" and row["macs"] > 0
+
+
+def test_an_image_size_the_data_cannot_be_resized_to_is_one_line(tmp_path, image_folder):
+    model = _keras3_cnn(tmp_path / "big.keras", 24)
+    assert_one_line_error(run("quantize", model, "--data", image_folder, "--image-size", 4), 2,
+                          "--image-size must be 8 to 1024 pixels, got 4")
+    target = tmp_path / "big_int8.tflite"
+    result = run("quantize", model, "--data", image_folder, "--image-size", 24)
+    assert result.exit_code == 0, result.output
+    assert target.is_file() and not [p for p in tmp_path.iterdir() if p.name.startswith(".")]

@@ -1,7 +1,8 @@
-"""Keras 3 ``.keras`` files rebuilt in tf-keras: same predictions, or a one-line refusal naming the layer.
+"""Keras 3 ``.keras`` files rebuilt in tf-keras (for TFMOT's rows): same predictions, or a one-line refusal
+naming the layer; and loaded as they are, in Keras 3, for everything else.
 
-The files are written by real Keras 3 in a subprocess (this process has tf-keras), all in one run to keep
-the tests fast.
+The files are written by real Keras 3 in a subprocess (as TensorFlow hands it out, without the tf-keras
+switch), all in one run to keep the tests fast.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import pytest
 from edgecv.errors import DataError
 from edgecv.compress.export import load_keras
 from edgecv.compress.keras3 import is_keras3, saved_version
+from edgecv.compress.keras3 import load as rebuild
 
 PRELUDE = """
 import os, sys
@@ -134,8 +136,17 @@ class MyBlock(layers.Layer):
 
 save("custom", keras.Model(inp, layers.Dense(3)(MyBlock(name="foo")(inp))), predict=False)
 save("lambda", keras.Model(inp, layers.Dense(3)(layers.Lambda(lambda t: t * 2.0, name="double")(inp))), predict=False)
-save("hard_silu", keras.Model(inp, layers.Activation("hard_silu", name="hs")(inp)), predict=False)
-save("ops", keras.Model(inp, layers.Dense(3)(keras.ops.add(inp, 1.0))), predict=False)
+h = layers.Conv2D(8, 3, padding="same", activation="hard_silu", name="conv_hs")(inp)
+h = layers.Activation("hard_silu", name="hs")(layers.BatchNormalization()(h))
+g = layers.GlobalAveragePooling2D(keepdims=True)(h)
+g = layers.ReLU(6.0)(layers.Conv2D(8, 1)(g) + 3.0) * (1.0 / 6.0)  # keras.applications' hard sigmoid
+h = layers.Multiply()([h, g])
+h = layers.Activation("hard_sigmoid")(h - 0.5) / 2.0
+hard = keras.Model(inp, layers.Dense(3)(layers.GlobalAveragePooling2D()(keras.ops.add(h, h))), name="hard")
+perturb(hard)
+save("hard", hard)
+save("hard_seq", keras.Sequential([inp, layers.Activation("hard_silu", name="hs")]), predict=False)
+save("ops", keras.Model(inp, layers.Dense(3)(keras.ops.exp(inp))), predict=False)
 
 class Subclassed(keras.Model):
     def __init__(self, **kwargs):
@@ -177,9 +188,9 @@ def _tf_keras_model(model) -> bool:
     return all(type(m).__module__.startswith("tf_keras") for m in [model, *model.layers])
 
 
-@pytest.mark.parametrize("name", ["sequential", "resnet", "nested", "more"])
+@pytest.mark.parametrize("name", ["sequential", "resnet", "nested", "more", "hard"])
 def test_rebuilt_model_predicts_as_keras3_did(k3, name):
-    model = load_keras(k3 / f"{name}.keras")
+    model = rebuild(k3 / f"{name}.keras")
     assert _tf_keras_model(model)
     saved = np.load(k3 / f"{name}.npz")
     ours = model.predict(saved["x"], verbose=0)
@@ -188,17 +199,41 @@ def test_rebuilt_model_predicts_as_keras3_did(k3, name):
     assert np.abs(saved["y"] - saved["y"].mean(axis=0)).max() > 1e-3  # inputs the model tells apart
 
 
+def test_loaded_model_stays_keras3_and_predicts_as_saved(k3):
+    from edgecv._tf import is_keras3_model
+
+    model = load_keras(k3 / "hard.keras")
+    assert is_keras3_model(model)
+    saved = np.load(k3 / "hard.npz")
+    assert np.abs(model.predict(saved["x"], verbose=0) - saved["y"]).max() < 1e-6
+
+
+def test_to_tf_keras_rebuilds_an_in_memory_model_and_names_it_in_refusals(k3):
+    from edgecv.compress.keras3 import to_tf_keras
+
+    rebuilt = to_tf_keras(load_keras(k3 / "hard.keras"))
+    assert _tf_keras_model(rebuilt)
+    assert to_tf_keras(rebuilt) is rebuilt  # a tf-keras model goes through as it is
+    with pytest.raises(DataError, match=r"^model '[^']+': layer 'exp(_\d+)?' \(Exp\) cannot be rebuilt in tf-keras"):
+        to_tf_keras(load_keras(k3 / "ops.keras"))
+
+
+def test_hard_activations_are_written_in_standard_layers(k3):
+    kinds = [type(layer).__name__ for layer in rebuild(k3 / "hard.keras").layers]
+    assert "Activation" not in kinds and kinds.count("Multiply") == 3 and kinds.count("ReLU") >= 4
+
+
 def test_batch_norm_statistics_and_regularizers_survive(k3):
-    model = load_keras(k3 / "resnet.keras")
+    model = rebuild(k3 / "resnet.keras")
     bns = [layer for layer in model.layers if type(layer).__name__ == "BatchNormalization"]
     assert len(bns) == 5 and all(np.abs(np.asarray(bn.moving_mean)).max() > 0 for bn in bns)
     assert [len(bn.weights) for bn in bns].count(3) == 2  # scale=False: no gamma, the rest in order
-    conv = load_keras(k3 / "sequential.keras").layers[1]
+    conv = rebuild(k3 / "sequential.keras").layers[1]
     assert conv.kernel_regularizer is not None and float(conv.kernel_regularizer.l2) == pytest.approx(1e-4)
 
 
 def test_nested_models_keep_their_structure(k3):
-    model = load_keras(k3 / "nested.keras")
+    model = rebuild(k3 / "nested.keras")
     assert [type(layer).__name__ for layer in model.layers[1:3]] == ["Sequential", "Functional"]
     assert len(model.get_layer("shared").inbound_nodes) == 2  # one layer, called twice
 
@@ -218,14 +253,15 @@ def test_keras3_archives_are_told_from_tf_keras_ones(k3, tmp_path):
     ("custom", False, r"layer 'foo' \(MyBlock\) cannot be rebuilt in tf-keras: it is not a standard Keras layer$"),
     ("custom", True, r"layer 'foo' \(MyBlock\) cannot be rebuilt in tf-keras: it is not a standard Keras layer$"),
     ("lambda", True, r"layer 'double' \(Lambda\) cannot be rebuilt in tf-keras: its Python function was written for"),
-    ("hard_silu", False, r"layer 'hs' \(Activation\) cannot be rebuilt in tf-keras: its activation 'hard_silu'"),
-    ("ops", False, r"layer 'add(_\d+)?' \(Add\) cannot be rebuilt in tf-keras: it is a keras.ops operation"),
+    ("hard_seq", False, r"layer 'hs' \(Activation\) cannot be rebuilt in tf-keras: its activation 'hard_silu' is "
+                        r"rebuilt from several layers, which a Sequential"),
+    ("ops", False, r"layer 'exp(_\d+)?' \(Exp\) cannot be rebuilt in tf-keras: it is a keras.ops operation"),
     ("subclassed", False, r"model (\S+ )?\(Subclassed\) cannot be rebuilt in tf-keras: it is a subclassed or custom"),
 ])
 def test_layers_tf_keras_cannot_rebuild_are_refused_by_name(k3, name, trust, expected):
     path = k3 / f"{name}.keras"
     with pytest.raises(DataError) as caught:
-        load_keras(path, trust=trust)
+        rebuild(path, trust=trust)
     message = str(caught.value)
     assert message.startswith(f"{path}: ") and re.search(expected, message), message
     assert "\n" not in message
@@ -236,9 +272,12 @@ def test_untrusted_lambda_gets_the_usual_refusal(k3):
         load_keras(k3 / "lambda.keras")
 
 
-def test_keras3_h5_is_refused_with_a_way_out(k3):
-    with pytest.raises(DataError, match=r"saved by Keras 3 as legacy HDF5.*model\.keras"):
-        load_keras(k3 / "legacy.h5", trust=True)
+def test_keras3_h5_loads_in_keras3(k3):
+    from edgecv._tf import is_keras3_model
+
+    model = load_keras(k3 / "legacy.h5", trust=True)
+    saved = np.load(k3 / "sequential.npz")
+    assert is_keras3_model(model) and np.abs(model.predict(saved["x"], verbose=0) - saved["y"]).max() < 1e-6
 
 
 def _rewrite_weights(src: Path, dst: Path, edit) -> Path:
@@ -264,7 +303,7 @@ def test_weights_that_do_not_fit_are_refused_by_layer(k3, tmp_path):
     broken = _rewrite_weights(k3 / "sequential.keras", tmp_path / "broken.keras", drop_bias)
     with pytest.raises(DataError, match=r"layer 'dense' \(Dense\) has weights \[\(200, 3\)\] in model\.weights\.h5 "
                                         r"but tf-keras expects \[\(200, 3\), \(3,\)\]"):
-        load_keras(broken)
+        rebuild(broken)
 
 
 def test_weights_are_found_by_position_when_the_file_does_not_name_layers(k3, tmp_path):
@@ -279,7 +318,7 @@ def test_weights_are_found_by_position_when_the_file_does_not_name_layers(k3, tm
 
     plain = _rewrite_weights(k3 / "resnet.keras", tmp_path / "plain.keras", unname)
     saved = np.load(k3 / "resnet.npz")
-    assert np.abs(load_keras(plain).predict(saved["x"], verbose=0) - saved["y"]).max() < 1e-5
+    assert np.abs(rebuild(plain).predict(saved["x"], verbose=0) - saved["y"]).max() < 1e-5
 
 
 def test_config_translation_refuses_options_it_would_drop(k3, tmp_path):
@@ -289,7 +328,7 @@ def test_config_translation_refuses_options_it_would_drop(k3, tmp_path):
 
     changed = _rewrite_config(k3 / "sequential.keras", tmp_path / "lora.keras", lora)
     with pytest.raises(DataError, match=r"layer 'dense' \(Dense\) cannot be rebuilt in tf-keras: its option lora_rank"):
-        load_keras(changed)
+        rebuild(changed)
 
 
 def _rewrite_config(src: Path, dst: Path, edit) -> Path:
@@ -313,4 +352,4 @@ def test_a_broken_graph_is_refused_instead_of_looping(k3, tmp_path):
     broken = _rewrite_config(k3 / "resnet.keras", tmp_path / "broken.keras", point_to_a_missing_call)
     with pytest.raises(DataError, match=r"layer 'concatenate(_\d+)?' \(Concatenate\) cannot be rebuilt in tf-keras: "
                                         r"its input is a layer call the graph does not contain"):
-        load_keras(broken)
+        rebuild(broken)

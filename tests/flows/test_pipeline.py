@@ -131,3 +131,40 @@ def test_mixed_refuses_uint8_io():
 
     with pytest.raises(ConfigError, match="litert-quantizer cannot write uint8"):
         CompressConfig(out="x", modes=(QuantMode.MIXED,), io_type=IOType.UINT8)
+
+
+def _keras3_model(path, with_exp: bool):
+    """A Keras 3 CNN saved as its user would; ``with_exp`` puts a keras.ops call tf-keras cannot rebuild in it."""
+    from edgecv._tf import keras3
+
+    k = keras3()
+    inputs = k.Input((16, 16, 3))
+    h = k.layers.Rescaling(1 / 255.0)(inputs)
+    h = k.ops.exp(h) if with_exp else h
+    h = k.layers.Conv2D(8, 3, activation="hard_silu")(h)
+    out = k.layers.Dense(3, activation="softmax")(k.layers.GlobalAveragePooling2D()(h))
+    k.Model(inputs, out).save(path)
+    return path
+
+
+def test_a_keras3_model_the_rebuild_refuses_fails_only_the_tfmot_rows(image_folder, tmp_path):
+    path = _keras3_model(tmp_path / "mine.keras", with_exp=True)
+    report = compress(CompressConfig(out=tmp_path / "r", data=str(image_folder), model=path, qat=True,
+                                     modes=(QuantMode.INT8, QuantMode.FLOAT16),
+                                     prune=PruneConfig(sparsity=0.5, epochs=1, batch_size=16), bench=FAST_BENCH))
+    status = {s.stage: s.status for s in report.stages}
+    for ok in ("keras float", "tflite float32", "tflite int8", "tflite float16"):
+        assert status[ok] == "ok", (ok, report.stage(ok).reason)
+    tfmot_rows = ["qat int8", "pruned float32", "pruned int8", "pruned float16", "pruned qat int8"]
+    for name in tfmot_rows:
+        assert status[name] == "failed", name
+        assert "layer 'exp" in report.stage(name).reason and "cannot be rebuilt in tf-keras" in report.stage(name).reason
+    assert report.stage("keras float").macs > 0  # counted on the Keras 3 model itself
+
+
+def test_a_keras3_model_with_hard_silu_goes_through_every_row(image_folder, tmp_path):
+    path = _keras3_model(tmp_path / "mine.keras", with_exp=False)
+    report = compress(CompressConfig(out=tmp_path / "r", data=str(image_folder), model=path, qat=True,
+                                     prune=PruneConfig(sparsity=0.5, epochs=2, batch_size=16), bench=FAST_BENCH))
+    assert all(s.status == "ok" for s in report.stages), [(s.stage, s.reason) for s in report.stages]
+    assert report.stage("pruned int8").sparsity == pytest.approx(0.5, abs=0.05)
