@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 import warnings
 from dataclasses import asdict, dataclass, field
 
@@ -74,7 +75,7 @@ def layer_errors(model, calibration: np.ndarray) -> list[LayerSensitivity]:
     names = quantizable_layers(model)
     by_layer: dict[str, LayerSensitivity] = {}
     for row in csv.DictReader(io.StringIO(dump.getvalue())):
-        layer = next((n for n in names if f"/{n}/" in row["tensor_name"]), None)
+        layer = _layer_of(row["tensor_name"], names)
         scale = float(row["scale"])
         if layer is None or not scale:
             continue
@@ -83,6 +84,12 @@ def layer_errors(model, calibration: np.ndarray) -> list[LayerSensitivity]:
         entry.error = max(entry.error, error)
         entry.nodes.append(row["tensor_name"])
     return sorted(by_layer.values(), key=lambda s: s.error, reverse=True)
+
+
+def _layer_of(tensor: str, names: list[str]) -> str | None:
+    """The layer a converted tensor came from: its name scope, which Keras 3 numbers (``conv_1`` for ``conv``)."""
+    exact = next((n for n in names if f"/{n}/" in tensor), None)
+    return exact or next((n for n in names if re.search(f"/{re.escape(n)}_[0-9]+/", tensor)), None)
 
 
 def convert_keep_float(model, calibration: np.ndarray, layers: list[str]) -> bytes:

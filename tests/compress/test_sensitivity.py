@@ -39,3 +39,20 @@ def test_sensitivity_measures_accuracy_per_kept_layer(tiny_trained, tiny_dataset
 def test_unknown_layer_names_are_listed(tiny_trained, tiny_dataset):
     with pytest.raises(ConfigError, match="no quantizable layer named nope; the model has conv1"):
         convert_keep_float(tiny_trained.model, calibration_images(tiny_dataset, 10), ["nope"])
+
+
+def test_layers_of_a_keras3_model_are_found_under_its_numbered_name_scopes():
+    """Keras 3 names a layer's ops ``conv_1/...`` after ``conv``: each layer still gets its own error."""
+    import numpy as np
+
+    from edgecv._tf import keras3
+    from edgecv.compress.sensitivity import layer_errors
+
+    k = keras3()
+    inputs = k.Input((16, 16, 3))
+    h = k.layers.Conv2D(8, 3, activation="relu", name="c1")(k.layers.Rescaling(1 / 255.0)(inputs))
+    h = k.layers.Conv2D(8, 3, activation="hard_silu", name="c2")(h)
+    model = k.Model(inputs, k.layers.Dense(3, name="fc")(k.layers.GlobalAveragePooling2D()(h)))
+    calibration = np.random.default_rng(0).uniform(0, 255, (16, 16, 16, 3)).astype(np.float32)
+    found = {s.layer: s for s in layer_errors(model, calibration)}
+    assert {"c1", "c2"} <= set(found) and all(found[n].error > 0 and found[n].nodes for n in ("c1", "c2"))
