@@ -142,10 +142,10 @@ COLUMNS = [
     ("gzip KB", lambda s: _kb(s.gzip_bytes)),
     ("peak KB", lambda s: _kb(s.peak_memory_bytes)),
     ("delegated ops", lambda s: _delegated(s.details.get("delegation"))),
-    ("NPU kcycles", lambda s: _npu(s, lambda e: f"{e['cycles_total'] / 1e3:,.1f}")),
-    ("NPU SRAM KB", lambda s: _npu(s, lambda e: _kb(e["sram_bytes"]))),
-    ("NPU flash KB", lambda s: _npu(s, lambda e: _kb(e["flash_bytes"] + e["dram_bytes"]))),
-    ("TFLM acc %", lambda s: _pct((s.details.get("micro") or {}).get("accuracy"))),
+    ("NPU kcyc", lambda s: _npu(s, lambda e: f"{e['cycles_total'] / 1e3:,.1f}")),
+    ("SRAM KB", lambda s: _npu(s, lambda e: _kb(e["sram_bytes"]))),
+    ("flash KB", lambda s: _npu(s, lambda e: _kb(e["flash_bytes"] + e["dram_bytes"]))),
+    ("TFLM %", lambda s: _pct((s.details.get("micro") or {}).get("accuracy"))),
     ("arena KB", lambda s: _kb((s.details.get("micro") or {}).get("arena_bytes"))),
     ("status", lambda s: s.status.value),
 ]
@@ -262,6 +262,9 @@ class Report:
             f"edgecv {self.edgecv}",
             "- MMACs: millions of multiply-accumulates per image (convolution and dense layers); peak KB: the "
             "largest set of activations live at once, estimated from the TFLite graph",
+            "- NPU kcyc, SRAM KB, flash KB (with --npu): Vela's estimate for the first Ethos-U configuration, thousands "
+            "of total cycles, SRAM, and flash or DRAM for the weights; TFLM %, arena KB (with --micro): top-1 on "
+            "TFLite Micro and its tensor arena",
         ]
         if self.seconds is not None:
             meta.append(f"- wall time: {self.seconds / 60:.1f} min")
