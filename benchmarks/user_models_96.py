@@ -146,6 +146,36 @@ def _edgetpu(report) -> dict:
             "refused": report.refused or None}
 
 
+def cell(row: dict, key: str, fmt) -> str:
+    value = row.get(key)
+    if isinstance(value, dict) and "failed" in value:
+        return "fails: " + value["failed"].split(": ", 1)[-1][:90]
+    return fmt(value) if value is not None else "not run"
+
+
+def table(result: dict) -> str:
+    """The results as one Markdown table, a family a row; a failed path keeps its cell, with why."""
+    lines = ["| family | params | MMACs | train (images x epochs) | Keras % | float % | int8 % | int8 KB | "
+             "float p50 ms | int8 p50 ms | int8 / MLPerf int8 p50 | Edge TPU ops (static) | channel cut 0.25: MMACs, "
+             "int8 % no fine-tune | QAT int8 % |", "|" + "---|" * 14]
+    for r in result["rows"]:
+        ptq, lat = r.get("ptq") or {}, r.get("latency") or {}
+        ok = "failed" not in ptq
+        ratio = (f"{lat['int8_p50_ms'] / lat['reference_int8_p50_ms']:.2f}x" if "reference_int8_p50_ms" in lat else "")
+        lines.append("| " + " | ".join([
+            r["family"], f"{r['params']:,}", f"{r['mmacs']:.1f}", f"{r['train']['images']:,} x {r['train']['epochs']}",
+            f"{100 * r['keras_accuracy']:.1f}",
+            f"{100 * ptq['float_accuracy']:.1f}" if ok else cell(r, "ptq", str),
+            f"{100 * ptq['int8_accuracy']:.1f}" if ok else "", f"{ptq['int8_kb']:,.0f}" if ok else "",
+            f"{lat['float32_p50_ms']:.3f}" if lat.get("float32_p50_ms") else "",
+            f"{lat['int8_p50_ms']:.3f}" if lat.get("int8_p50_ms") else "", ratio,
+            cell(r, "edgetpu", lambda e: f"{e['tpu_ops']} TPU / {e['cpu_ops']} CPU"),
+            cell(r, "channel_cut", lambda c: f"{c['mmacs']:.1f}, {100 * c['int8_accuracy_no_finetune']:.1f}"),
+            cell(r, "qat", lambda q: f"{100 * q['int8_accuracy']:.1f}"),
+        ]) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", required=True)
@@ -160,7 +190,12 @@ def main() -> None:
     parser.add_argument("--only", nargs="*", help="family names (keys of FAMILIES) to run")
     parser.add_argument("--out", type=Path, default=Path("runs/user-models-96"))
     parser.add_argument("--results", type=Path, default=Path("benchmarks/results/user_models_96.json"))
+    parser.add_argument("--table", action="store_true", help="only render --results as Markdown beside it")
     args = parser.parse_args()
+    if args.table:
+        args.results.with_suffix(".md").write_text(table(json.loads(args.results.read_text())))
+        print(args.results.with_suffix(".md").read_text())
+        return
 
     from edgecv import runtime as rt
     from edgecv.data.datasets import load
@@ -188,7 +223,8 @@ def main() -> None:
         "environment": host_environment(rt.find_runtime(), 1), "rows": kept + rows}
     args.results.parent.mkdir(parents=True, exist_ok=True)
     args.results.write_text(json.dumps(result, indent=1, default=str))
-    print(f"wrote {args.results}")
+    args.results.with_suffix(".md").write_text(table(result))
+    print(f"wrote {args.results} and {args.results.with_suffix('.md')}")
 
 
 if __name__ == "__main__":

@@ -200,8 +200,8 @@ class _Translator:
             layers += self.written_out(translated) if _hard(translated) else [translated]
         self.where = where
         translated = {"name": config.get("name"), "trainable": config.get("trainable", True), "layers": layers,
-                      "input_layers": self.endpoints(config.get("input_layers"), nested),
-                      "output_layers": self.endpoints(config.get("output_layers"), nested)}
+                      "input_layers": self.endpoints(config.get("input_layers"), nested, layers),
+                      "output_layers": self.endpoints(config.get("output_layers"), nested, layers)}
         self.check_graph(translated)
         return cls, translated
 
@@ -302,13 +302,23 @@ class _Translator:
             return (layer.get("build_config") or {}).get("input_shape")
         return None
 
-    def endpoints(self, value, nested: set) -> list:
-        """Keras 3 writes one endpoint bare, ``[name, node, tensor]``; tf-keras wants a list of them."""
+    def endpoints(self, value, nested: set, layers: list[dict]) -> list:
+        """Keras 3 writes one endpoint bare, ``[name, node, tensor]``; tf-keras wants a list of them.
+
+        Keras 3 numbers a layer's calls within the model in ``inbound_nodes`` but counts all of its calls, in
+        other models too, in an endpoint: a nested model whose output is an application called elsewhere first
+        says call 1 where the graph holds call 0. A layer called once in the graph can only mean that call."""
         if isinstance(value, list) and len(value) == 3 and isinstance(value[0], str):
             value = [value]
         if not (isinstance(value, list) and value and all(_is_history(v) for v in value)):
             raise self.refuse("its inputs or outputs are nested or a dict, which the rebuild does not support")
-        return [_renumber(v, nested) for v in value]
+        calls = {layer["name"]: len(layer["inbound_nodes"]) for layer in layers}
+        out = []
+        for name, node, tensor in value:
+            if calls.get(name) == 1 and node > 0:
+                node = 0
+            out.append(_renumber([name, node, tensor], nested))
+        return out
 
     def node(self, node, nested: set) -> list:
         """``{"args": [...], "kwargs": {...}}`` with keras tensors -> tf-keras' ``[[layer, node, tensor, kwargs]]``."""

@@ -109,6 +109,14 @@ nested = keras.Model(inp, out_, name="nested")
 perturb(nested)
 save("nested", nested)
 
+mid_in = keras.Input((16, 16, 3))
+mid = keras.Model(mid_in, inner(stem(mid_in)), name="mid")  # two levels deep, and called twice
+inp = keras.Input((16, 16, 3))
+h = layers.Add()([mid(inp), mid(layers.Rescaling(0.5)(inp))])
+deep = keras.Model(inp, layers.Dense(3)(layers.GlobalAveragePooling2D()(h)), name="deep")
+perturb(deep)
+save("deep", deep)
+
 inp = keras.Input((16, 16, 3))
 norm = layers.Normalization(axis=-1)
 h = norm(layers.Rescaling(1 / 255.0)(inp))
@@ -188,7 +196,7 @@ def _tf_keras_model(model) -> bool:
     return all(type(m).__module__.startswith("tf_keras") for m in [model, *model.layers])
 
 
-@pytest.mark.parametrize("name", ["sequential", "resnet", "nested", "more", "hard"])
+@pytest.mark.parametrize("name", ["sequential", "resnet", "nested", "deep", "more", "hard"])
 def test_rebuilt_model_predicts_as_keras3_did(k3, name):
     model = rebuild(k3 / f"{name}.keras")
     assert _tf_keras_model(model)
