@@ -40,6 +40,14 @@ def _compress(config: CompressConfig, out, on_progress: ProgressFn) -> Report:
     for stale in out.glob(".*.part*"):  # temporary files of a run that was killed outright
         stale.unlink()
     runtime = find_runtime()  # fail before training, not after, when no runtime is there
+    if config.npu:  # nor without Vela or TFLite Micro, when their columns are asked for (exit 3)
+        from edgecv.device.vela import vela_command
+
+        vela_command()
+    if config.micro:
+        from edgecv.device.micro import check_installed
+
+        check_installed()
 
     # 1. data: the test split is only ever measured on; calibration comes from the train split
     dataset = load(config.data, on_progress).subset(config.train_limit, config.test_limit, config.train.seed).resized(

@@ -234,3 +234,34 @@ def test_doctor_names_vela_and_tflite_micro(monkeypatch):
     monkeypatch.setenv("EDGECV_VELA", "/nonexistent/vela")
     missing = vela_check()
     assert missing.status == "warn" and "edgecv npu needs it" in missing.note
+
+
+def test_compress_without_vela_fails_before_training(image_folder, tmp_path, monkeypatch):
+    monkeypatch.setenv("EDGECV_VELA", "/nonexistent/vela")
+    done = runner.invoke(app, ["compress", "--data", str(image_folder), "--npu", "ethos-u55-128",
+                               "--out", str(tmp_path / "r"), "-q"])
+    assert done.exit_code == 3 and "EDGECV_VELA" in _one_line(done)
+    assert not (tmp_path / "r" / "baseline.keras").exists()  # nothing was trained
+
+
+def test_vela_not_installed_is_exit_3(tiny_tflite, monkeypatch):
+    from edgecv.device import vela
+
+    monkeypatch.delenv("EDGECV_VELA", raising=False)
+    monkeypatch.setattr(vela, "find_spec", lambda name: None)  # as on a host without ethos-u-vela
+    done = runner.invoke(app, ["npu", str(tiny_tflite["int8"])])
+    assert done.exit_code == 3 and "Vela is not installed: pip install 'ethos-u-vela==5.2.*'" in _one_line(done)
+
+
+def test_search_by_npu_cycles_end_to_end(image_folder, tmp_path):
+    out = tmp_path / "search"
+    done = runner.invoke(app, ["search", "--data", str(image_folder), "--epochs", "1", "--channels", "0,0.5",
+                               "--sparsity", "0", "--modes", "int8,float32", "--objective", "npu-cycles",
+                               "--finetune-epochs", "1", "--max-drop", "100", "--runs", "3", "--out", str(out), "-q"])
+    assert done.exit_code == 0, done.stderr
+    found = json.loads((out / "search.json").read_text())
+    int8 = [c for c in found["candidates"] if c["mode"] == "int8"]
+    assert all(c["result"]["details"]["npu"]["ethos-u55-128"]["cycles_total"] > 0 for c in int8)
+    cycles = {c["name"]: c["result"]["details"]["npu"]["ethos-u55-128"]["cycles_total"] for c in int8}
+    assert found["chosen"] == min(cycles, key=cycles.get) and "int8" in found["chosen"]  # float32 is never ranked
+    assert (out / "best.tflite").is_file()
