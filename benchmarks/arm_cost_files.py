@@ -4,20 +4,21 @@ Usage (as root, like ``edgecv device emulate``):
     python benchmarks/arm_cost_files.py runs/mixed/*.tflite --data ../shared/datasets/cifar10-jpg \\
         --results benchmarks/results/arm_cost_mixed.json
 
-Counts every file in one emulated process per core (10 inferences on test images after a first one) and
-writes the counts, in millions, with the unit and the host's record.
+Counts every file in one emulated process per core (10 inferences on test images after a first one, resized
+to each model's own input size) and writes the counts, in millions, with the unit and the host's record.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import replace
 from pathlib import Path
 
 from edgecv.data.datasets import load
 from edgecv.device.armcost import PI_CPUS, UNIT, arm_costs
 from edgecv.fsutil import write_text
-from edgecv.runtime import environment
+from edgecv.runtime import TFLiteModel, environment
 
 
 def main() -> None:
@@ -26,7 +27,11 @@ def main() -> None:
     parser.add_argument("--data", required=True)
     parser.add_argument("--results", required=True)
     args = parser.parse_args()
-    counts = arm_costs(args.models, load(args.data).x_test[:11], PI_CPUS, inferences=10)
+    test = load(args.data).subset(train=1)
+    test = replace(test, x_test=test.x_test[:11], y_test=test.y_test[:11])
+    inputs = {str(m): test.resized(int(TFLiteModel(path=str(m), plain=True).input["shape"][1])).x_test
+              for m in args.models}  # a 96 px model gets the same images at 96 px
+    counts = arm_costs(args.models, inputs, PI_CPUS, inferences=10)
     rows = {name: {cpu: cost.instructions_per_inference / 1e6 for cpu, cost in per.items()}
             for name, per in counts.items()}
     for name, row in rows.items():

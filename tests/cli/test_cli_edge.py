@@ -117,3 +117,24 @@ def test_stream_refuses_the_new_recipe_options_in_one_line(tmp_path, image_folde
     assert r.exit_code == 2, r.output
     lines = [line for line in r.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "weight decay" in lines[0], r.stderr
+
+
+def test_search_over_a_keras3_model_cuts_it_in_keras3_and_prunes_its_rebuild(tmp_path, image_folder):
+    """Channel cuts and modes on the user's Keras 3 model as it is; magnitude pruning through the rebuild."""
+    from edgecv._tf import keras3
+
+    k = keras3()
+    inputs = k.Input((16, 16, 3))
+    h = k.layers.Conv2D(8, 3, activation="hard_silu")(k.layers.Rescaling(1 / 255.0)(inputs))
+    h = k.layers.Conv2D(8, 3, activation="relu")(h)
+    model = tmp_path / "mine.keras"
+    k.Model(inputs, k.layers.Dense(3, activation="softmax")(k.layers.GlobalAveragePooling2D()(h))).save(model)
+    r = run("search", "--data", image_folder, "--model", model, "--channels", "0,0.5", "--sparsity", "0,0.5",
+            "--modes", "int8,float16", "--finetune-epochs", "1", "--prune-epochs", "1", "--max-drop", "100",
+            "--runs", "5", "--out", tmp_path / "s", "--json", "-q")
+    assert r.exit_code == 0, r.output + r.stderr
+    candidates = json.loads(r.stdout)["candidates"]
+    assert len(candidates) == 8
+    assert all(c["result"]["status"] == "ok" for c in candidates), [c["result"].get("reason") for c in candidates]
+    cut = [c for c in candidates if c["channel_ratio"] == 0.5]
+    assert all(c["macs"] < candidates[0]["macs"] for c in cut)
