@@ -164,7 +164,11 @@ def test_a_keras3_model_the_rebuild_refuses_fails_only_the_tfmot_rows(image_fold
 
 def test_a_keras3_model_with_hard_silu_goes_through_every_row(image_folder, tmp_path):
     path = _keras3_model(tmp_path / "mine.keras", with_exp=False)
+    from edgecv.config import MixedConfig
+
     report = compress(CompressConfig(out=tmp_path / "r", data=str(image_folder), model=path, qat=True,
+                                     modes=(QuantMode.INT8, QuantMode.MIXED), mixed=MixedConfig(images=40),
                                      prune=PruneConfig(sparsity=0.5, epochs=2, batch_size=16), bench=FAST_BENCH))
     assert all(s.status == "ok" for s in report.stages), [(s.stage, s.reason) for s in report.stages]
+    assert "mixed" in report.stage("tflite mixed").details
     assert report.stage("pruned int8").sparsity == pytest.approx(0.5, abs=0.05)
