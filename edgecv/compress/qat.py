@@ -2,7 +2,8 @@
 
 Fake-quantization during a short fine-tune teaches the weights to live with int8 rounding. After pruning,
 TFMOT's prune-preserving scheme keeps the zeros through that fine-tune, so pruned + int8 stays sparse.
-Layers TFMOT cannot quantize but that carry no weights (the input ``Rescaling``) pass through unquantized.
+Layers TFMOT cannot quantize but that train no weights (the input ``Rescaling``, an adapted ``Normalization``
+as EfficientNet carries) pass through, with only their output quantized.
 """
 
 from __future__ import annotations
@@ -72,7 +73,7 @@ def quantize_aware(model, preserve_sparsity: bool = False):
     def annotate(layer):
         if registry.supports(layer) or type(layer).__name__ in folded:
             return q.quantize_annotate_layer(layer)
-        if layer.weights:
+        if layer.trainable_weights:  # fixed statistics (an input Normalization) are constants, not weights to train
             raise ConfigError(f"layer {layer.name!r} ({type(layer).__name__}) cannot be trained quantization-aware")
         return q.quantize_annotate_layer(layer, quantize_config=passthrough())
 

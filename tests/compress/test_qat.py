@@ -49,3 +49,20 @@ def test_a_layer_with_weights_that_tfmot_cannot_quantize_is_named():
     model = keras().Model(inputs, L.Dense(2)(L.Flatten()(x)))
     with pytest.raises(ConfigError, match="'norm'"):
         quantize_aware(model)
+
+
+def test_an_input_normalization_passes_through_qat(tiny_dataset):
+    """EfficientNet's layout: fixed mean and variance in front; they are constants, not weights to train."""
+    import numpy as np
+
+    from edgecv._tf import keras
+
+    L = keras().layers
+    norm = L.Normalization(name="norm")
+    norm.adapt(tiny_dataset.x_train[:32].astype(np.float32))
+    inputs = keras().Input((16, 16, 3))
+    model = keras().Model(inputs, L.Dense(3)(L.GlobalAveragePooling2D()(L.Conv2D(4, 3)(norm(inputs)))))
+    aware = quantize_aware(model)
+    x = tiny_dataset.x_test[:4].astype(np.float32)
+    assert np.abs(aware.predict(x, verbose=0) - model.predict(x, verbose=0)).max() < 0.5  # fake-quant, not another model
+    assert any("norm" in layer.name for layer in aware.layers)
