@@ -13,15 +13,35 @@ import signal
 import sys
 
 import typer
+from typer.core import TyperCommand, TyperGroup
 
 from edgecv.cli import compress, device, flows, measure, train, ui
 from edgecv.errors import EdgecvError, ExitCode, check_interrupt, note_interrupt
 
+class _FlagsShowNoValue:
+    """An on/off flag takes no value, so its help shows none (typer would print ``<bool>``), ``--help`` included."""
+
+    def get_params(self, ctx):
+        params = super().get_params(ctx)
+        for param in params:
+            if getattr(param, "is_flag", False) and param.metavar is None:
+                param.metavar = ""
+        return params
+
+
+class Command(_FlagsShowNoValue, TyperCommand):
+    pass
+
+
+class Group(_FlagsShowNoValue, TyperGroup):
+    pass
+
+
 app = typer.Typer(
-    help="Compress image classifiers for edge devices, and measure what each step costs and buys.",
+    cls=Group, help="Compress image classifiers for edge devices, and measure what each step costs and buys.",
     no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
 )
-device_app = typer.Typer(help="Benchmark on a Raspberry Pi or a Coral board: make a kit, merge its results.",
+device_app = typer.Typer(cls=Group, help="Benchmark on a Raspberry Pi or a Coral board: make a kit, merge its results.",
                          no_args_is_help=True)
 app.add_typer(device_app, name="device")
 
@@ -71,7 +91,7 @@ COMMANDS = [  # (typer app, command name, function): the whole command surface i
     (app, "doctor", device.doctor),
 ]
 for _app, _name, _fn in COMMANDS:
-    _app.command(_name)(cli_errors(_fn))
+    _app.command(_name, cls=Command)(cli_errors(_fn))
 
 
 def main() -> None:

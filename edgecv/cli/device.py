@@ -9,7 +9,7 @@ import typer
 
 from edgecv.cli import options as opt
 from edgecv.cli import ui
-from edgecv.device.emulate import PiRuntime
+from edgecv.device.emulate import PiCpu, PiOs, PiRuntime
 from edgecv.device.vela import NpuConfig
 from edgecv.errors import GateFailed
 
@@ -51,13 +51,13 @@ def emulate(
     kit: Path = typer.Argument(..., help="A kit folder from 'edgecv device kit'."),
     runtime: Optional[List[PiRuntime]] = typer.Option(None, "--runtime", help="Runtime(s) to run under. Default: "
                                                       "ai_edge_litert; tflite_runtime (legacy) only on bookworm."),
-    suite: str = typer.Option("trixie", help="Raspberry Pi OS release to emulate: trixie (today's, Python 3.13) or "
-                              "bookworm (Python 3.11)."),
-    cpu: str = typer.Option("cortex-a76", help="The core the emulated Pi presents, so XNNPACK picks its kernels: "
-                            "cortex-a76 (Pi 5) or cortex-a72 (Pi 4)."),
+    suite: PiOs = typer.Option(PiOs.TRIXIE, help="Raspberry Pi OS release to emulate: trixie (today's, Python "
+                               "3.13) or bookworm (Python 3.11)."),
+    cpu: PiCpu = typer.Option(PiCpu.CORTEX_A76, help="The core the emulated Pi presents, so XNNPACK picks its "
+                              "kernels: cortex-a76 (Pi 5), cortex-a72 (Pi 4) or cortex-a53 (Pi 3, Zero 2 W)."),
     arm_cost: bool = opt.flag("--arm-cost", help="Also count each model's emulated aarch64 instructions per "
                               "inference on a Pi 4 (A72) and a Pi 5 (A76) core: exact and repeatable, not a time."),
-    mirror: Optional[str] = typer.Option(None, "--mirror", help="Debian mirror for the root. Default: this host's "
+    mirror: Optional[str] = typer.Option(None, "--mirror", metavar="URL", help="Debian mirror for the root. Default: this host's "
                                          "apt sources, or $EDGECV_APT_MIRROR."),
     runs: int = typer.Option(20, min=1, help="Timed runs (emulated latency is not meaningful: keep it small)."),
     out: Path = typer.Option(Path("emulated"), "--out", "-o", help="Folder for host.json and emulated-*.json."),
@@ -68,7 +68,8 @@ def emulate(
     from edgecv.device.emulate import emulate_kit
 
     with ui.ProgressBars(True) as bars:
-        done = emulate_kit(kit, runtime, out, runs, bars, suite, mirror, PI_CPUS if arm_cost else (), cpu=cpu)
+        done = emulate_kit(kit, runtime, out, runs, bars, suite.value, mirror, PI_CPUS if arm_cost else (),
+                           cpu=cpu.value)
     for run in done.runs:
         ui.note(f"{run.runtime}: Python {run.python} on {run.machine} -> {run.result}")
     ui.show_merged(done.merged)

@@ -64,7 +64,7 @@ def compress(
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output folder. Default: runs/<name>."),
     strategy: Strategy = typer.Option(Strategy.DEFAULT, "--strategy", help="default or mirrored (local devices); "
                                       "for several machines run 'edgecv train --strategy multi-worker', then --model."),
-    name: Optional[str] = typer.Option(None, help="Run name under runs/. Default: compress-<date>-<time>."),
+    name: Optional[str] = typer.Option(None, metavar="NAME", help="Run name under runs/. Default: compress-<date>-<time>."),
     as_json: bool = opt.Json,
     wide: bool = opt.Wide,
     quiet: bool = opt.Quiet,
@@ -109,9 +109,9 @@ def search(
     arch: Arch = typer.Option(Arch.SEED_CNN, help="Architecture of the parent, when it is trained here."),
     recipe: Optional[Recipe] = opt.RecipeChoice,
     epochs: Optional[int] = opt.Epochs,
-    channels: str = typer.Option("0,0.25,0.5", help="Channel ratios to cut, comma-separated, each in [0, 1)."),
-    sparsity: str = typer.Option("0,0.5", help="Magnitude sparsities, comma-separated, each in [0, 1)."),
-    modes: str = typer.Option("int8", help="Quantization modes, comma-separated: float32, dynamic, float16, "
+    channels: str = typer.Option("0,0.25,0.5", metavar="RATIO,...", help="Channel ratios to cut, comma-separated, each in [0, 1)."),
+    sparsity: str = typer.Option("0,0.5", metavar="SPARSITY,...", help="Magnitude sparsities, comma-separated, each in [0, 1)."),
+    modes: str = typer.Option("int8", metavar="MODE,...", help="Quantization modes, comma-separated: float32, dynamic, float16, "
                               "int8, int16x8, mixed (int4/int8: with --objective size)."),
     mixed_max_drop: float = opt.MixedMaxDrop,
     mixed_images: int = opt.MixedImages,

@@ -14,7 +14,7 @@ def flag(*names: str, help: str):
     return typer.Option(False, *names, help=help, metavar="")
 
 
-Data = typer.Option(None, "--data", help="Image folder (train/<class>/, test/<class>/), cifar-10-batches-py/ or "
+Data = typer.Option(None, "--data", metavar="PATH", help="Image folder (train/<class>/, test/<class>/), cifar-10-batches-py/ or "
                     "cifar-10-python.tar.gz. Default: $EDGECV_DATA, then the caches, then the download.")
 ImageSize = typer.Option(None, "--image-size", metavar="PIXELS", help="Resize every image to PIXELS x PIXELS "
                          "(bilinear) for a model built for another input size, e.g. 96 for a 96 px MobileNet on "

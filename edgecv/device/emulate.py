@@ -67,6 +67,27 @@ class PiRuntime(str, Enum):
         return self.value
 
 
+class PiOs(str, Enum):
+    """The Raspberry Pi OS releases a root can be built of (keys of ``SUITES``)."""
+
+    TRIXIE = "trixie"
+    BOOKWORM = "bookworm"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class PiCpu(str, Enum):
+    """The cores an emulated Pi can present: XNNPACK picks its kernels by them."""
+
+    CORTEX_A76 = "cortex-a76"  # Raspberry Pi 5
+    CORTEX_A72 = "cortex-a72"  # Raspberry Pi 4
+    CORTEX_A53 = "cortex-a53"  # Raspberry Pi 3, Zero 2 W
+
+    def __str__(self) -> str:
+        return self.value
+
+
 DEFAULT_RUNTIME = PiRuntime.AI_EDGE_LITERT
 DEFAULT_CPU = "cortex-a76"  # the Pi 5's core: what emulate() presents unless told otherwise
 LEGACY_RUNTIMES = (PiRuntime.TFLITE_RUNTIME,)

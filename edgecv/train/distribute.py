@@ -31,7 +31,7 @@ def get_strategy(name: Strategy | str):
     try:
         cluster = json.loads(config)["cluster"] if config else None
     except (ValueError, KeyError, TypeError):
-        raise ConfigError("TF_CONFIG is not valid JSON with a 'cluster': see the README's two-machine example") from None
+        raise ConfigError("TF_CONFIG is not valid JSON with a 'cluster': see the two-machine example in docs/data.md") from None
     if not cluster:
         raise ConfigError("multi-worker needs TF_CONFIG describing the cluster and this worker's task")
     return tf().distribute.MultiWorkerMirroredStrategy()

@@ -33,6 +33,33 @@ def test_help_does_not_import_tensorflow():
     assert out == "[]"
 
 
+def _commands():
+    from edgecv.cli.app import COMMANDS, app as main_app
+
+    return [[name] if owner is main_app else ["device", name] for owner, name, _ in COMMANDS]
+
+
+@pytest.mark.quick
+@pytest.mark.parametrize("command", _commands(), ids=" ".join)
+def test_help_shows_choices_and_no_value_for_flags(command):
+    """A flag takes no value, so its help shows none; an option with a fixed set of values lists them."""
+    result = runner.invoke(app, [*command, "--help"], env={"COLUMNS": "200"}, terminal_width=200)
+    assert result.exit_code == 0, result.output
+    assert "--help" in result.output
+    assert "<bool>" not in result.output and "<str>" not in result.output, result.output
+
+
+def test_emulate_help_lists_os_releases_and_cores():
+    from edgecv.device.armcost import CPUS
+    from edgecv.device.emulate import SUITES, PiCpu, PiOs
+
+    assert {s.value for s in PiOs} == set(SUITES) and {c.value for c in PiCpu} == set(CPUS)
+    out = runner.invoke(app, ["device", "emulate", "--help"], env={"COLUMNS": "200"}, terminal_width=200).output
+    assert "trixie|bookworm" in out and "cortex-a76|cortex-a72|cortex-a53" in out
+    refused = run("device", "emulate", "kit", "--cpu", "cortex-a99")
+    assert refused.exit_code == 2 and "'cortex-a99' is not one of" in refused.output
+
+
 def test_missing_data_path(tmp_path):
     assert_one_line_error(run("compress", "--data", tmp_path / "nope", "--out", tmp_path / "o"), 2, "does not exist")
     assert not (tmp_path / "o").exists()  # a refused run leaves no empty run folder behind
