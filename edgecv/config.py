@@ -69,6 +69,25 @@ class MixedConfig:
         _positive("mixed search images", self.images)
 
 
+class NpuConfig(str, Enum):
+    """Vela's ``--accelerator-config``: the NPU and its MACs per cycle."""
+
+    U55_32 = "ethos-u55-32"
+    U55_64 = "ethos-u55-64"
+    U55_128 = "ethos-u55-128"
+    U55_256 = "ethos-u55-256"
+    U65_256 = "ethos-u65-256"
+    U65_512 = "ethos-u65-512"
+    U85_128 = "ethos-u85-128"
+    U85_256 = "ethos-u85-256"
+    U85_512 = "ethos-u85-512"
+    U85_1024 = "ethos-u85-1024"
+    U85_2048 = "ethos-u85-2048"
+
+    def __str__(self) -> str:
+        return self.value
+
+
 class IOType(str, Enum):
     """Input/output tensor type of a full-integer model (Edge TPU and MCUs want 8-bit)."""
 
@@ -226,8 +245,6 @@ class CompressConfig:
         if not self.modes:
             raise ConfigError("choose at least one quantization mode")
         if self.npu:
-            from edgecv.device.vela import NpuConfig
-
             known = [c.value for c in NpuConfig]
             wrong = [c for c in self.npu if str(c) not in known]
             if wrong:

@@ -11,7 +11,8 @@ import argparse
 import sys
 
 from edgecv.device.armcost import PI_CPUS
-from edgecv.device.emulate import PiRuntime, emulate_kit
+from edgecv.device.emulate import PiRuntime
+from edgecv.device.emulated_kit import emulate_kit
 from edgecv.errors import EdgecvError
 
 

@@ -96,7 +96,7 @@ def quantize(
 ):
     """Convert a Keras model to TFLite: float32, dynamic-range, float16, int8, int16x8, or mixed (int4 weights
     where the accuracy allows, int8 elsewhere)."""
-    from edgecv.compress.quantize import default_tflite_name, quantize_file
+    from edgecv.flows.quantizing import default_tflite_name, quantize_file
 
     target = opt.writable(out or default_tflite_name(model, mode, io_type), (".tflite",))
     with ui.ProgressBars(True) as bars:

@@ -65,7 +65,7 @@ def emulate(
     """Run a kit on an emulated Raspberry Pi OS (arm64, qemu): real ARM runtimes, accuracy per runtime, and with
     --arm-cost a deterministic instruction count per inference."""
     from edgecv.device.armcost import PI_CPUS
-    from edgecv.device.emulate import emulate_kit
+    from edgecv.device.emulated_kit import emulate_kit
 
     with ui.ProgressBars(True) as bars:
         done = emulate_kit(kit, runtime, out, runs, bars, suite.value, mirror, PI_CPUS if arm_cost else (),

@@ -81,7 +81,8 @@ def check(
     quiet: bool = opt.Quiet,
 ):
     """Gate a compressed model: exit 0 within the limits, 1 when it regresses, 2 for bad input."""
-    from edgecv.measure.gate import GateConfig, check as run_check, check_result, update_baseline as write_baseline
+    from edgecv.flows.checking import check_models
+    from edgecv.measure.gate import GateConfig, check_result, update_baseline as write_baseline
 
     config = GateConfig(max_drop, min_accuracy, max_size_kb, max_latency_ms, max_latency_ratio, max_size_ratio,
                         allow_other_data, max_class_drop, significant_only, alpha, max_arm_cost_ratio,
@@ -103,7 +104,7 @@ def check(
         if measured_by is not None:  # the numbers of the runtime the devices run, from its result file
             result = check_result(model, measured_by, config, reference, baseline, dataset)
         else:
-            result = run_check(model, dataset, config, bench, reference, baseline, bars)
+            result = check_models(model, dataset, config, bench, reference, baseline, bars)
     ui.show_gate(result, model.name, as_json, junit, output)
     if not result.passed:
         raise GateFailed(f"{model.name} regressed: {', '.join(c.name for c in result.criteria if not c.passed)}")

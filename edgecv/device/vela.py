@@ -26,35 +26,16 @@ import subprocess
 import sys
 import tempfile
 from dataclasses import asdict, dataclass, field
-from enum import Enum
 from importlib.util import find_spec
 from pathlib import Path
 from typing import Sequence
 
+from edgecv.config import NpuConfig
 from edgecv.errors import DataError, Unsupported, first_line
 from edgecv.progress import Progress, ProgressFn, ignore
 
 UNIT = "Vela's performance estimate (a compiler's model of the NPU, not a measurement on a board)"
 VELA_PIN = "ethos-u-vela==5.2.*"
-
-
-class NpuConfig(str, Enum):
-    """Vela's ``--accelerator-config``: the NPU and its MACs per cycle."""
-
-    U55_32 = "ethos-u55-32"
-    U55_64 = "ethos-u55-64"
-    U55_128 = "ethos-u55-128"
-    U55_256 = "ethos-u55-256"
-    U65_256 = "ethos-u65-256"
-    U65_512 = "ethos-u65-512"
-    U85_128 = "ethos-u85-128"
-    U85_256 = "ethos-u85-256"
-    U85_512 = "ethos-u85-512"
-    U85_1024 = "ethos-u85-1024"
-    U85_2048 = "ethos-u85-2048"
-
-    def __str__(self) -> str:
-        return self.value
 
 
 DEFAULT_CONFIGS = (NpuConfig.U55_128, NpuConfig.U65_256)

@@ -16,6 +16,7 @@ import json
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Callable, Sequence
 
 
 from edgecv import __version__
@@ -26,6 +27,7 @@ from edgecv.fsutil import sha256, write_text
 from edgecv.measure.benchmark import benchmark_file, host_environment, now, scoring_images
 from edgecv.measure.paired import PairedComparison, compare
 from edgecv.measure.report import StageResult, StageStatus, arm_instructions, npu_estimates
+from edgecv.measure.verdict import Criterion, GateReport, StageCriterion
 from edgecv.progress import ProgressFn, ignore
 
 BASELINE_SCHEMA = "edgecv.baseline/1"
@@ -68,71 +70,14 @@ class GateConfig:
                                          ("--significant-only", self.significant_only)) if asked]
 
 
-@dataclass(frozen=True)
-class Criterion:
-    name: str
-    measured: float | None  # None: the candidate could not be measured
-    op: str  # "<=" or ">="
-    limit: float
-    unit: str
-    p_value: float | None = None  # McNemar's exact test of this drop, when both sides kept per-image predictions
-    alpha: float | None = None  # set by significant_only: over the limit fails only when p_value < alpha
-
-    @property
-    def within(self) -> bool:
-        """Whether the measured value keeps the limit, significance aside."""
-        if self.measured is None:
-            return False
-        return self.measured <= self.limit if self.op == "<=" else self.measured >= self.limit
-
-    @property
-    def passed(self) -> bool:
-        if self.within:
-            return True
-        # significant_only: a drop the test cannot tell from the luck of the test images is let through;
-        # without a p-value there is no such evidence, so the limit alone decides
-        return self.measured is not None and self.alpha is not None and self.p_value is not None \
-            and self.p_value >= self.alpha
-
-    @property
-    def excess(self) -> float | None:
-        """By how much the limit is missed (positive) or kept (negative or zero), in ``excess_unit``."""
-        if self.measured is None:
-            return None
-        return self.measured - self.limit if self.op == "<=" else self.limit - self.measured
-
-    @property
-    def excess_unit(self) -> str:
-        """The unit of ``excess``: the gap between two percentages is in points (48 % misses a 90 % floor
-        by 42 points, not by 42 %); any other gap has the criterion's unit."""
-        return "points" if self.unit == "%" else self.unit
-
-    def to_dict(self) -> dict:
-        return {**asdict(self), "passed": self.passed, "excess": self.excess, "excess_unit": self.excess_unit}
-
-    @classmethod
-    def from_dict(cls, d: dict) -> Criterion:
-        """Reads a criterion written by ``to_dict`` (``passed`` and ``excess`` are recomputed, not trusted).
-
-        Raises:
-            ValueError: a record that is not one.
-        """
-        if not isinstance(d, dict) or not isinstance(d.get("name"), str) or d.get("op") not in ("<=", ">=") \
-                or not isinstance(d.get("unit"), str) or not _number(d.get("limit")) \
-                or not (d.get("measured") is None or _number(d.get("measured"))):
-            raise ValueError("a gate criterion needs a name, an op (<= or >=), a numeric limit and a unit")
-        extra = {k: d[k] for k in ("p_value", "alpha") if _number(d.get(k))}
-        return cls(d["name"], d["measured"], d["op"], d["limit"], d["unit"], **extra)
-
-
 def npu_cycles(stage: StageResult | None) -> dict[str, int] | None:
     """A stage's Vela estimate as {accelerator: total cycles per inference}, or None when it has none."""
     found = {name: e["cycles_total"] for name, e in npu_estimates(stage).items() if "cycles_total" in e}
     return found or None
 
 
-def _number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+Measurer = Callable[[list[tuple[Path, StageResult]], Dataset, ProgressFn], None]
+"""Adds a measurement to each (model file, its result) row in place."""
 
 
 @dataclass
@@ -230,25 +175,6 @@ def criteria(candidate: StageResult, reference: Reference, config: GateConfig,
     if not out:
         raise ConfigError("no limit to check: give --max-drop, --min-accuracy or a size or latency ceiling")
     return out
-
-
-def _count_arm_cost(rows: list[tuple[Path, StageResult]], dataset: Dataset, on_progress: ProgressFn) -> None:
-    from edgecv.device.armcost import count_into
-
-    for path, _ in rows:
-        if path.suffix.lower() != ".tflite":
-            raise ConfigError(f"--max-arm-cost-ratio counts .tflite models on an emulated Pi: {path.name} is not one")
-    count_into(rows, dataset.x_test[:11], inferences=10, on_progress=on_progress)
-
-
-def _estimate_npu(rows: list[tuple[Path, StageResult]], config: GateConfig, on_progress: ProgressFn) -> None:
-    from edgecv.device.vela import estimate_into, vela_command
-
-    for path, _ in rows:
-        if path.suffix.lower() != ".tflite":
-            raise ConfigError(f"--max-npu-cycles-ratio compiles .tflite models with Vela: {path.name} is not one")
-    vela_command()  # a missing Vela is exit 3 before anything is compiled
-    estimate_into(rows, config.npu, on_progress)
 
 
 def _judged_class(paired: PairedComparison, config: GateConfig):
@@ -386,10 +312,12 @@ def update_baseline(model_path: str | os.PathLike, dataset: Dataset, path: str |
 def check(
     model_path: str | os.PathLike, dataset: Dataset, config: GateConfig = GateConfig(), bench: BenchConfig = BenchConfig(),
     reference_model: str | os.PathLike | None = None, baseline: str | os.PathLike | None = None,
-    on_progress: ProgressFn = ignore,
+    on_progress: ProgressFn = ignore, measure_more: Sequence[Measurer] = (),
 ) -> GateResult:
     """Measures ``model_path`` and judges it against its parent model or a stored baseline, image by image
-    when the baseline kept its predictions (a parent measured now always does).
+    when the baseline kept its predictions (a parent measured now always does). ``measure_more`` add
+    measurements to both rows before they are judged (an ARM count, Vela's estimate: see
+    :mod:`edgecv.flows.checking`); the gate reads them, it does not make them.
 
     Raises:
         ConfigError: neither or both references given, no limit asked for, or a per-image limit
@@ -420,10 +348,8 @@ def check(
         reference, theirs = stored.reference(Path(baseline)), stored.predictions
     else:
         parent = benchmark_file(Path(reference_model), dataset, bench, on_progress, keep_predictions=True)
-        if config.max_arm_cost_ratio is not None:  # both counted in one emulated run, on the same test images
-            _count_arm_cost([(Path(model_path), candidate), (Path(reference_model), parent)], dataset, on_progress)
-        if config.max_npu_cycles_ratio is not None:
-            _estimate_npu([(Path(model_path), candidate), (Path(reference_model), parent)], config, on_progress)
+        for add in measure_more:  # both rows at once: an ARM count runs them in one emulated run, on the same images
+            add([(Path(model_path), candidate), (Path(reference_model), parent)], dataset, on_progress)
         reference = Reference("model", Path(reference_model).name, parent.accuracy, parent.p50(), parent.size_bytes,
                               arm_instructions(parent), npu_cycles(parent))
         theirs = predictions_of(parent)
@@ -434,60 +360,6 @@ def check(
 
 
 # --- compress --max-drop -------------------------------------------------------------------------
-
-
-@dataclass
-class StageCriterion:
-    """One criterion of one stage of a ``compress`` run."""
-
-    stage: str
-    criterion: Criterion
-
-    @property
-    def passed(self) -> bool:
-        return self.criterion.passed
-
-    def to_dict(self) -> dict:
-        """The shape ``report.json`` has always had: the stage, then the criterion's fields."""
-        c = self.criterion
-        return {"stage": self.stage, "name": c.name, "measured": c.measured, "op": c.op, "limit": c.limit,
-                "unit": c.unit, "passed": c.passed, "excess": c.excess}
-
-
-@dataclass
-class GateReport:
-    """``compress --max-drop``: every quantized stage against the run's own float model."""
-
-    max_drop: float
-    reference: str  # the stage gated against
-    criteria: list[StageCriterion]
-
-    @property
-    def passed(self) -> bool:
-        return all(c.passed for c in self.criteria)
-
-    @property
-    def failed(self) -> list[str]:
-        """The stages that missed a limit, in order."""
-        return [c.stage for c in self.criteria if not c.passed]
-
-    def to_dict(self) -> dict:
-        return {"max_drop": self.max_drop, "reference": self.reference, "passed": self.passed,
-                "criteria": [c.to_dict() for c in self.criteria]}
-
-    @classmethod
-    def from_dict(cls, d: dict) -> GateReport:
-        """Reads ``to_dict``'s shape back (a report.json's ``gate``).
-
-        Raises:
-            ValueError: a record that is not one.
-        """
-        if not isinstance(d, dict) or not _number(d.get("max_drop")) or not isinstance(d.get("reference"), str) \
-                or not isinstance(d.get("criteria"), list) \
-                or not all(isinstance(c, dict) and isinstance(c.get("stage"), str) for c in d["criteria"]):
-            raise ValueError("a gate record needs max_drop, reference and criteria, each criterion with its stage")
-        return cls(d["max_drop"], d["reference"], [StageCriterion(c["stage"], Criterion.from_dict(c))
-                                                   for c in d["criteria"]])
 
 
 def gate_report(stages: list[StageResult], max_drop: float, reference: str = "keras float") -> GateReport:

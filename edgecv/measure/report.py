@@ -11,13 +11,11 @@ import os
 from dataclasses import asdict, dataclass, field, fields
 from enum import Enum
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from edgecv.errors import DataError, first_line
 from edgecv.fsutil import atomic_path, write_text
+from edgecv.measure.verdict import GateReport
 
-if TYPE_CHECKING:  # gate.py imports this module
-    from edgecv.measure.gate import GateReport
 
 SCHEMA = "edgecv.report/1"
 
@@ -228,8 +226,6 @@ class Report:
             raise ValueError("no list of stages")
         if not all(isinstance(s, dict) and isinstance(s.get("stage"), str) for s in d["stages"]):
             raise ValueError("a stage that is not a record with a name")
-        from edgecv.measure.gate import GateReport
-
         return cls(
             stages=[StageResult.from_dict(s) for s in d["stages"]],
             **{k: d[k] for k in ("environment", "data", "config", "edgecv", "created", "seconds", "resumed") if k in d},

@@ -14,6 +14,7 @@ import pytest
 
 from edgecv.device import armcost
 from edgecv.device import emulate as em
+from edgecv.device import emulated_kit
 from edgecv.errors import DataError, Unsupported
 
 
@@ -98,7 +99,7 @@ def test_emulated_results_carry_the_counts(counter, tiny_tflite, tiny_dataset, t
     from edgecv.device.kit import make_kit
 
     kit = make_kit([tiny_tflite["int8"]], tiny_dataset, tmp_path / "kit", samples=8, host_runs=5).path
-    done = em.emulate_kit(kit, None, tmp_path / "out", runs=2, arm_cost_cpus=armcost.PI_CPUS, arm_cost_inferences=3)
+    done = emulated_kit.emulate_kit(kit, None, tmp_path / "out", runs=2, arm_cost_cpus=armcost.PI_CPUS, arm_cost_inferences=3)
     result = json.loads((tmp_path / "out" / "emulated-ai_edge_litert.json").read_text())
     cost = result["stages"][0]["details"]["arm_cost"]
     assert cost["unit"] == armcost.UNIT
@@ -174,7 +175,8 @@ def test_the_plugin_source_marks_what_the_runner_calls():
 def test_the_gate_on_arm_cost_has_no_timing_noise(counter, models, tiny_dataset):
     """A model against itself is exactly 1.0x on both cores: it passes a 1.0 ceiling and fails 0.99."""
     from edgecv.config import BenchConfig
-    from edgecv.measure.gate import GateConfig, check
+    from edgecv.flows.checking import check_models as check
+    from edgecv.measure.gate import GateConfig
 
     bench = BenchConfig(warmup=1, runs=5)
     same = check(models["int8"], tiny_dataset, GateConfig(max_drop=None, max_arm_cost_ratio=1.0), bench,

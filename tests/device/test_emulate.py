@@ -14,6 +14,7 @@ import pytest
 from typer.testing import CliRunner
 
 from edgecv.device import emulate as em
+from edgecv.device import emulated_kit
 from edgecv.cli.app import app
 from edgecv.errors import DataError, Unsupported
 from edgecv.measure.gate import GateConfig, check_result
@@ -65,12 +66,12 @@ def test_the_legacy_runtime_on_bookworm(emulated, tmp_path, monkeypatch):
     (its root is used when cached, never built here: a second root costs minutes)."""
     _, _, kit = emulated
     with pytest.raises(Unsupported, match="no wheel for Python 3.13"):
-        em.emulate(kit, ["tflite_runtime"], tmp_path / "o")
+        emulated_kit.emulate(kit, ["tflite_runtime"], tmp_path / "o")
     bookworm = Path.home() / ".cache" / "edgecv" / "pi-root-bookworm-arm64"
     if not em.root_is_complete(bookworm, "bookworm"):
         pytest.skip(f"no cached bookworm root at {bookworm} (build one with suite='bookworm')")
     monkeypatch.setenv("EDGECV_PI_ROOT", str(bookworm))
-    runs = em.emulate(kit, ["tflite_runtime"], tmp_path / "o", runs=2, suite="bookworm")
+    runs = emulated_kit.emulate(kit, ["tflite_runtime"], tmp_path / "o", runs=2, suite="bookworm")
     report = Report.load(runs[0].result)
     assert runs[0].python.startswith("3.11") and report.environment["runtime"]["name"] == "tflite_runtime"
     assert report.environment["device"]["emulated"]["runtime"] == "tflite_runtime (legacy)"
@@ -193,7 +194,7 @@ def test_a_runtime_that_is_not_offered(tmp_path, tiny_tflite, tiny_dataset):
 
     kit = make_kit([tiny_tflite["int8"]], tiny_dataset, tmp_path / "kit", samples=5).path
     with pytest.raises(DataError, match="not offered"):
-        em.emulate(kit, ["tensorflow"], tmp_path / "o")
+        emulated_kit.emulate(kit, ["tensorflow"], tmp_path / "o")
 
 
 def test_check_result_names_what_the_file_lacks(tmp_path):
