@@ -16,6 +16,7 @@ import typer
 from typer.core import TyperCommand, TyperGroup
 
 from edgecv.cli import compress, device, flows, measure, train, ui
+from edgecv.cli import imx500
 from edgecv.errors import EdgecvError, ExitCode, check_interrupt, note_interrupt
 
 class _FlagsShowNoValue:
@@ -88,6 +89,7 @@ COMMANDS = [  # (typer app, command name, function): the whole command surface i
     (app, "edgetpu", device.edgetpu),
     (app, "npu", device.npu),
     (app, "micro", device.micro),
+    (app, "imx500", imx500.imx500),
     (app, "doctor", device.doctor),
 ]
 for _app, _name, _fn in COMMANDS:

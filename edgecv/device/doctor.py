@@ -79,6 +79,7 @@ def diagnose(edgetpu: bool = False) -> Diagnosis:
     host = [Check("edgecv", __version__, OK)]
     host += stack_checks()
     host += [edgetpu_compiler_check(), vela_check(), micro_check(), debootstrap_check(), qemu_check()]
+    host += imx500_checks()
     return Diagnosis(device + host)
 
 
@@ -198,3 +199,10 @@ def qemu_check() -> Check:
                      "device emulate registers it when run as root")
     return Check("qemu-aarch64", "not installed", WARN,
                  "device emulate needs it: apt-get install qemu-user-static binfmt-support")
+
+
+def imx500_checks() -> list[Check]:
+    """Java 17 and the IMX500 toolchain venv for ``edgecv imx500`` (optional: "ok" or "warn", never made here)."""
+    from edgecv.device.imx500 import toolchain_checks
+
+    return [Check(*line) for line in toolchain_checks()]
