@@ -139,3 +139,12 @@ def pi_root():
     if found and found.get("suite") != em.DEFAULT_SUITE:
         pytest.skip(f"EDGECV_PI_ROOT={root} holds a {found.get('suite')} root")
     return root
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m selects: the marks must be there to select by
+def pytest_collection_modifyitems(items):
+    """Every test that runs on the emulated Pi (through the ``pi_root`` fixture, however deep) is marked
+    ``emulated``, so ``-m "not emulated"`` leaves out exactly those."""
+    for item in items:
+        if "pi_root" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.emulated)

@@ -3,6 +3,8 @@ import pytest
 from edgecv.config import BenchConfig, CompressConfig, PruneConfig, QuantMode, TrainConfig
 from edgecv.errors import ConfigError
 
+pytestmark = pytest.mark.quick  # the contributor's tier (python -m pytest -m quick): cheap, one of each wing
+
 
 @pytest.mark.parametrize("sparsity", [-0.1, 1.0, 1.2])
 def test_sparsity_outside_zero_to_one_is_refused(sparsity):

@@ -5,6 +5,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.quick  # the contributor's tier (python -m pytest -m quick): cheap, one of each wing
+
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 LINK = re.compile(r"(?<!!)\[[^\]]*\]\(([^)\s]+)\)|!\[[^\]]*\]\(([^)\s]+)\)")
@@ -31,7 +33,6 @@ def test_slug_follows_github():
     assert slug("Runs, their files and resuming") == "runs-their-files-and-resuming"
 
 
-@pytest.mark.quick
 @pytest.mark.parametrize("page", PAGES, ids=lambda p: p.relative_to(ROOT).as_posix())
 def test_every_link_resolves(page):
     broken = []
@@ -47,7 +48,6 @@ def test_every_link_resolves(page):
     assert not broken, "\n".join(broken)
 
 
-@pytest.mark.quick
 def test_readme_is_short_and_links_every_page():
     readme = (ROOT / "README.md").read_text()
     assert len(readme.splitlines()) <= 200

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
+
 from edgecv import runtime as rt
 from edgecv.errors import ConfigError, DataError, ExitCode, GateFailed, Unsupported
+
+pytestmark = pytest.mark.quick  # the contributor's tier (python -m pytest -m quick): cheap, one of each wing
 
 
 def test_each_error_exits_with_its_declared_code():

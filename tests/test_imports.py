@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.quick  # the contributor's tier (python -m pytest -m quick): cheap, one of each wing
+
 PACKAGE = Path(__file__).resolve().parents[1] / "edgecv"
 
 
@@ -69,7 +71,6 @@ def test_circles_are_found():
     assert circles({"a": {"b"}, "b": set()}) == []
 
 
-@pytest.mark.quick
 def test_the_package_has_no_import_circle():
     graph = import_graph()
     assert "edgecv.measure.gate" in graph and "edgecv.device.armcost" not in graph["edgecv.measure.gate"]

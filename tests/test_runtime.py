@@ -10,6 +10,8 @@ import pytest
 
 from edgecv import runtime as rt
 
+pytestmark = pytest.mark.quick  # the contributor's tier (python -m pytest -m quick): cheap, one of each wing
+
 RUNTIME_FILE = Path(rt.__file__)
 
 

@@ -11,6 +11,8 @@ from typer.testing import CliRunner
 
 from edgecv.cli.app import app
 
+pytestmark = pytest.mark.quick  # the contributor's tier (python -m pytest -m quick): cheap, one of each wing
+
 runner = CliRunner()
 
 
@@ -39,7 +41,6 @@ def _commands():
     return [[name] if owner is main_app else ["device", name] for owner, name, _ in COMMANDS]
 
 
-@pytest.mark.quick
 @pytest.mark.parametrize("command", _commands(), ids=" ".join)
 def test_help_shows_choices_and_no_value_for_flags(command):
     """A flag takes no value, so its help shows none; an option with a fixed set of values lists them."""

@@ -8,6 +8,8 @@ import pytest
 from edgecv.compress.channels import _trace, prune_channels, shrink
 from edgecv.errors import DataError
 
+pytestmark = pytest.mark.quick  # the contributor's tier (python -m pytest -m quick): cheap, one of each wing
+
 
 def _randomize(model, seed=0):
     """Non-trivial weights and BatchNormalization statistics, so that a wrong slice changes the output."""

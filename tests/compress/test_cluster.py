@@ -7,6 +7,8 @@ from edgecv.errors import ConfigError
 from edgecv.compress.quantize import calibration_images, convert
 from edgecv.runtime import file_sizes
 
+pytestmark = pytest.mark.quick  # the contributor's tier (python -m pytest -m quick): cheap, one of each wing
+
 FAST = FinetuneConfig(epochs=1, batch_size=32, learning_rate=3e-4, optimizer=Optimizer.ADAM)
 
 

@@ -30,6 +30,8 @@ import os, sys
 import numpy as np
 import keras
 from keras import layers
+
+pytestmark = pytest.mark.quick  # the contributor's tier (python -m pytest -m quick): cheap, one of each wing
 assert keras.__version__.startswith("3."), keras.__version__
 out = sys.argv[1]
 rng = np.random.default_rng(0)

@@ -17,6 +17,8 @@ from edgecv.compress.tflite_bits import tflite_layout
 from edgecv.errors import ConfigError, DataError, ExitCode, Unsupported
 from edgecv.runtime import TFLiteModel, find_runtime, measure_accuracy
 
+pytestmark = pytest.mark.quick  # the contributor's tier (python -m pytest -m quick): cheap, one of each wing
+
 
 @pytest.fixture(scope="module")
 def float_model(tiny_tflite):

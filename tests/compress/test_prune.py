@@ -4,6 +4,8 @@ import pytest
 from edgecv.config import PruneConfig
 from edgecv.compress.prune import kernel_sparsity, model_sparsity, prune, schedule_steps
 
+pytestmark = pytest.mark.quick  # the contributor's tier (python -m pytest -m quick): cheap, one of each wing
+
 
 @pytest.mark.parametrize("total", [1, 7, 32, 100, 1563, 7820])
 def test_schedule_reaches_its_target_inside_the_fine_tune(total):

@@ -4,6 +4,8 @@ import pytest
 from edgecv.compress.quantize import ConversionError, calibration_images, convert
 from edgecv.runtime import TFLiteModel, find_runtime, measure_accuracy
 
+pytestmark = pytest.mark.quick  # the contributor's tier (python -m pytest -m quick): cheap, one of each wing
+
 
 def _interp(content):
     return TFLiteModel(content=content, runtime=find_runtime())

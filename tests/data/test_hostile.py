@@ -18,6 +18,8 @@ from edgecv.compress.export import load_keras, save_keras
 from edgecv.measure.gate import Baseline
 from edgecv.measure.report import Report
 
+pytestmark = pytest.mark.quick  # the contributor's tier (python -m pytest -m quick): cheap, one of each wing
+
 FUZZ = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 json_values = st.recursive(
     st.none() | st.booleans() | st.floats(allow_nan=False) | st.integers() | st.text(max_size=8),

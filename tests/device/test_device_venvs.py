@@ -20,6 +20,8 @@ from edgecv.config import BenchConfig, CompressConfig, Optimizer, PruneConfig, T
 from edgecv.device.kit import make_kit
 from edgecv.flows.pipeline import compress
 
+pytestmark = pytest.mark.device_venv
+
 RUNTIMES = {
     # the last tflite-runtime, built for numpy 1.x; what older Pis and Coral boards carry
     "tflite_runtime": ["tflite-runtime==2.14.0", "numpy<2"],

@@ -19,6 +19,8 @@ from edgecv import runtime as rt
 from edgecv.device.doctor import Check, Diagnosis, diagnose, qemu_check, stack_checks
 from edgecv.errors import ExitCode
 
+pytestmark = pytest.mark.quick  # the contributor's tier (python -m pytest -m quick): cheap, one of each wing
+
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "tools" / "edgecv_bench.py"
 

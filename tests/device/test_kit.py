@@ -15,6 +15,8 @@ from edgecv.device.kit import make_kit, merge, plot_merged
 from edgecv.errors import DataError
 from edgecv.measure.report import Report
 
+pytestmark = pytest.mark.quick  # the contributor's tier (python -m pytest -m quick): cheap, one of each wing
+
 REPO = Path(__file__).resolve().parents[2]
 
 

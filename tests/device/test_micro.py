@@ -15,6 +15,8 @@ from edgecv.device import micro
 from edgecv.device.micro import WORKER, export_c, measure_micro
 from edgecv.errors import DataError
 
+pytestmark = pytest.mark.quick  # the contributor's tier (python -m pytest -m quick): cheap, one of each wing
+
 runner = CliRunner()
 
 

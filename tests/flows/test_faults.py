@@ -98,7 +98,9 @@ def clean_run(tmp_path_factory):
     return folder, json.loads((out / "report.json").read_text())
 
 
-@pytest.mark.parametrize("after", ["baseline", "tflite int8", "pruned", "pruned float32"])
+# a kill in training and one in conversion run by default; the later stages, a minute more, in the slow tier
+@pytest.mark.parametrize("after", ["baseline", "tflite int8", pytest.param("pruned", marks=pytest.mark.slow),
+                                   pytest.param("pruned float32", marks=pytest.mark.slow)])
 def test_sigkill_at_any_stage_then_rerun_gives_the_same_results(clean_run, tmp_path, after):
     folder, clean = clean_run
     out = tmp_path / "run"

@@ -92,6 +92,7 @@ def test_clustering_rows(image_folder, tmp_path):
     assert clustered.gzip_bytes < report.stage("tflite int8").gzip_bytes
 
 
+@pytest.mark.slow  # 80 s; pruning and QAT rows are covered by default in test_every_technique_is_its_own_row_against_the_same_baseline
 def test_resnet8_through_pruning_and_qat(image_folder, tmp_path):
     """A residual model with BatchNormalization: pruning wraps its convolutions, QAT folds its BN."""
     from edgecv.config import Arch, FinetuneConfig

@@ -11,6 +11,8 @@ from edgecv.errors import ConfigError
 from edgecv.flows.stages import tflite_stage
 from edgecv.measure.report import StageStatus
 
+pytestmark = pytest.mark.quick  # the contributor's tier (python -m pytest -m quick): cheap, one of each wing
+
 
 def _refused():
     raise ConfigError("conversion failed")  # what the converter's wrapper says, also when its C++ saw a signal

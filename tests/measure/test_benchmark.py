@@ -6,6 +6,8 @@ from edgecv.errors import DataError
 from edgecv.measure.report import COLUMNS
 from edgecv.compress.export import save_keras
 
+pytestmark = pytest.mark.quick  # the contributor's tier (python -m pytest -m quick): cheap, one of each wing
+
 FAST = BenchConfig(warmup=2, runs=20)
 
 

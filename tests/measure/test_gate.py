@@ -14,6 +14,8 @@ from edgecv.measure.junit import to_junit_xml
 from edgecv.measure.paired import compare
 from edgecv.measure.report import Report, StageResult
 
+pytestmark = pytest.mark.quick  # the contributor's tier (python -m pytest -m quick): cheap, one of each wing
+
 FAST = BenchConfig(warmup=1, runs=10)
 
 

@@ -4,6 +4,8 @@ import pytest
 from edgecv.errors import DataError
 from edgecv.measure.paired import bootstrap_drop_interval, compare, mcnemar_exact
 
+pytestmark = pytest.mark.quick  # the contributor's tier (python -m pytest -m quick): cheap, one of each wing
+
 
 @pytest.mark.parametrize("b, c, p", [
     (0, 5, 2 / 32),  # 2 * C(5,0) / 2^5 = 0.0625

@@ -5,6 +5,8 @@ import pytest
 from edgecv.errors import DataError
 from edgecv.measure.report import COLUMNS, Report, StageResult, plot_pareto
 
+pytestmark = pytest.mark.quick  # the contributor's tier (python -m pytest -m quick): cheap, one of each wing
+
 
 def _report():
     return Report(

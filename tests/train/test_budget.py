@@ -72,6 +72,7 @@ def test_budget_is_refused_across_machines():
         TrainConfig(budget_minutes=5, strategy=Strategy.MULTI_WORKER)
 
 
+@pytest.mark.slow  # a minute by design; test_a_budgeted_run_ends_on_time_at_the_end_of_its_schedule holds the budget by default
 def test_one_minute_smoke_run_on_real_images(shared_cifar):
     """The issue's smoke run: a 1-minute budget on a 5,000-image slice of the real train split."""
     from edgecv.data.datasets import load

@@ -4,6 +4,8 @@ from edgecv.config import Arch
 from edgecv.errors import ConfigError
 from edgecv.train.models import build
 
+pytestmark = pytest.mark.quick  # the contributor's tier (python -m pytest -m quick): cheap, one of each wing
+
 
 def test_seed_cnn_is_the_classic_recipe():
     model = build(Arch.SEED_CNN, (32, 32, 3), 10)

@@ -1,7 +1,10 @@
 import numpy as np
+import pytest
 
 from edgecv.config import Optimizer, TrainConfig
 from edgecv.train.fit import evaluate, train
+
+pytestmark = pytest.mark.quick  # the contributor's tier (python -m pytest -m quick): cheap, one of each wing
 
 
 def test_training_learns_above_chance(tiny_trained, tiny_dataset):
