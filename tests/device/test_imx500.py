@@ -1,0 +1,259 @@
+"""``edgecv imx500``: the real Sony toolchain (MCT and imxconv-tf in their own TF 2.15 venv, made from the
+registry by edgecv's own code and kept in ``$EDGECV_TEST_VENVS/imx500`` or ``~/.cache/edgecv-test-venvs/imx500``
+between runs; offline and without it, those tests skip and say why) on tiny models trained here in seconds.
+Every bad input is one line with doctor's exit code, and leaves no output folder behind."""
+
+import json
+import os
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from conftest import synthetic_images, write_image_folder
+from edgecv.cli.app import app
+from edgecv.errors import Unsupported
+
+VENV = Path(os.environ.get("EDGECV_TEST_VENVS") or Path.home() / ".cache" / "edgecv-test-venvs") / "imx500"
+CLASSES = ("left", "middle", "right")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _toolchain_venv():
+    """The toolchain venv outlives the session's temporary cache: made once, reused by every run."""
+    saved = os.environ.get("EDGECV_IMX500_VENV")
+    os.environ["EDGECV_IMX500_VENV"] = str(VENV)
+    yield
+    if saved is None:
+        os.environ.pop("EDGECV_IMX500_VENV", None)
+    else:
+        os.environ["EDGECV_IMX500_VENV"] = saved
+
+
+@pytest.fixture(scope="module")
+def java():
+    from edgecv.device.imx500 import java_runtime
+
+    try:
+        return java_runtime()
+    except Unsupported as e:
+        pytest.skip(f"no Java for the IMX500 converter: {e}")
+
+
+@pytest.fixture(scope="module")
+def toolchain(java):
+    from edgecv.device.imx500 import REQUIREMENTS, toolchain_python
+
+    try:
+        python, _ = toolchain_python()
+    except Unsupported as e:
+        pytest.skip(f"the IMX500 toolchain cannot be installed here (offline?): {e}")
+    stamp = (VENV / "edgecv-requirements.txt").read_text().splitlines()
+    assert stamp[1:] == list(REQUIREMENTS) and python == VENV / "bin" / "python"
+    return python
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    """Clean labels: the gate test needs a float model that is right on every image."""
+    x, y = synthetic_images(120, seed=21)
+    xt, yt = synthetic_images(30, seed=22)
+    return write_image_folder(tmp_path_factory.mktemp("imx500") / "images", x, y, xt, yt, CLASSES)
+
+
+def run(*args):
+    return CliRunner().invoke(app, ["imx500", *map(str, args)])
+
+
+def one_line(result) -> str:
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def keras3_model(folder, tmp_path_factory):
+    """A Keras 3 model taking raw pixels (Rescaling in front, as edgecv's and users' models do), trained briefly."""
+    from edgecv._tf import keras3
+    from edgecv.data.datasets import load
+
+    k = keras3()
+    k.utils.set_random_seed(0)
+    data = load(folder)
+    inputs = k.Input((16, 16, 3), name="pixels")
+    x = k.layers.Rescaling(1 / 255)(inputs)
+    x = k.layers.Conv2D(8, 3, activation="relu")(x)
+    x = k.layers.MaxPooling2D()(x)
+    x = k.layers.Flatten()(x)
+    model = k.Model(inputs, k.layers.Dense(3, activation="softmax")(x))
+    model.compile(k.optimizers.Adam(3e-3), "sparse_categorical_crossentropy")
+    model.fit(data.x_train.astype(np.float32), data.y_train, epochs=8, batch_size=16, verbose=0)
+    path = tmp_path_factory.mktemp("k3") / "tiny3.keras"
+    model.save(path)
+    return path
+
+
+@pytest.mark.imx500
+def test_keras3_model_converts_with_its_accuracy_memory_and_tensors(toolchain, keras3_model, folder, tmp_path):
+    from edgecv.compress.export import load_keras
+    from edgecv.config import BenchConfig
+    from edgecv.data.datasets import load
+    from edgecv.measure.benchmark import scoring_images
+
+    out = tmp_path / "out"
+    done = run(keras3_model, "--data", folder, "--calibration-images", 16, "--test-images", 30, "-o", out, "--json")
+    assert done.exit_code == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["handed_over"] == "tf-keras rebuild"
+    assert result["folded"] and "Rescaling" in result["folded"]  # the converter refuses it; folding is exact
+    # the float model TF 2.15 scored (rebuilt in tf-keras, Rescaling folded) is the user's Keras 3 model
+    x, y = scoring_images(load(folder), BenchConfig(limit=30))
+    mine = load_keras(keras3_model).predict(x.astype(np.float32), verbose=0).argmax(-1)
+    assert result["float_accuracy"] == pytest.approx(float(np.mean(mine == y)))
+    assert result["float_accuracy"] > 0.6 and result["test_images"] == 30 and result["calibration_images"] == 16
+    assert result["drop_points"] <= 1.0  # the default gate passed, or the command would have failed
+    assert result["fits"] and 0 < result["memory_bytes"] < result["available_bytes"] == 8 * 2**20
+    assert result["memory_bytes"] >= result["model_bytes"] + result["runtime_bytes"]
+    assert [t["shape"] for t in result["inputs"]] == [[16, 16, 3]] and result["inputs"][0]["bits"] == 8
+    assert [t["shape"] for t in result["outputs"]] == [[3]]
+    assert result["versions"]["model-compression-toolkit"] == "2.5.1" and result["versions"]["tensorflow"] == "2.15.1"
+    names = sorted(p.name for p in out.iterdir())
+    assert names == ["dnnParams.xml", "imx500.json", "packerOut.zip", "tiny3_MemoryReport.json", "tiny3_imx500.keras"]
+    assert zipfile.is_zipfile(out / "packerOut.zip") and zipfile.ZipFile(out / "packerOut.zip").namelist()
+    report = json.loads((out / "tiny3_MemoryReport.json").read_text())["Memory Report"]
+    assert report["Fit In Chip"] is True
+    assert json.loads((out / "imx500.json").read_text()) == result
+
+    table = run(keras3_model, "--data", folder, "--calibration-images", 16, "--test-images", 30, "-o", out)
+    assert table.exit_code == 0, table.stderr
+    assert "tiny3.keras" in table.stdout and "16x16x3 uint8" in table.stdout and "8,192" in table.stdout
+
+
+def tf_keras_model(build, path: Path) -> Path:
+    from edgecv._tf import keras
+
+    k = keras()
+    inputs = k.Input((16, 16, 3), name="pixels")
+    model = k.Model(inputs, build(k, inputs))
+    model.save(path)
+    return path
+
+
+@pytest.mark.imx500
+def test_a_layer_the_converter_refuses_is_one_line(toolchain, folder, tmp_path):
+    def lstm(k, inputs):
+        x = k.layers.Rescaling(1 / 255)(inputs)
+        x = k.layers.Conv2D(4, 3, padding="same")(x)
+        x = k.layers.LSTM(8)(k.layers.Reshape((16, 64))(x))
+        return k.layers.Dense(3, activation="softmax")(x)
+
+    model = tf_keras_model(lstm, tmp_path / "lstm.h5")
+    out = tmp_path / "out"
+    done = run(model, "--data", folder, "--calibration-images", 8, "--test-images", 30, "--max-drop", 100, "-o", out)
+    assert done.exit_code == 2
+    line = one_line(done)
+    assert "imxconv-tf refused the model" in line and "LSTM" in line
+    assert not out.exists()  # nothing half-written
+
+
+@pytest.mark.imx500
+def test_an_accuracy_drop_over_the_margin_fails_the_gate_before_converting(toolchain, folder, tmp_path):
+    """A linear classifier whose three logits share a huge offset: softmax and argmax ignore it in float, but
+    the 8-bit output tensor's step is then far wider than the logits' differences, so the IMX500 model guesses."""
+    weights = np.zeros((16 * 16 * 3, 3), np.float32)
+    band = np.zeros((16, 16, 3), bool)
+    for label in range(3):
+        band[:] = False
+        band[:, label * 5:(label + 1) * 5, :] = True
+        weights[band.reshape(-1), label] = 1.0
+    weights += 1000.0  # the shared offset
+
+    from edgecv._tf import keras
+
+    k = keras()
+    inputs = k.Input((16, 16, 3), name="pixels")
+    logits = k.layers.Dense(3, name="logits")(k.layers.Flatten()(k.layers.Rescaling(1 / 255)(inputs)))
+    built = k.Model(inputs, logits)
+    built.get_layer("logits").set_weights([weights, np.zeros(3, np.float32)])
+    model = tmp_path / "offset.h5"
+    built.save(model)
+    out = tmp_path / "out"
+    done = run(model, "--data", folder, "--calibration-images", 32, "--test-images", 30, "--max-drop", 5, "-o", out)
+    assert done.exit_code == 1, done.stderr
+    line = one_line(done)
+    assert "against the float model's 100.00 %" in line and "over --max-drop 5" in line and "nothing converted" in line
+    assert not out.exists()
+
+
+def test_no_java_is_one_line_before_any_work(keras3_model, folder, tmp_path, monkeypatch):
+    empty = tmp_path / "bin"
+    empty.mkdir()
+    monkeypatch.setenv("PATH", str(empty))
+    monkeypatch.delenv("JAVA_HOME", raising=False)
+    done = run(keras3_model, "--data", folder, "-o", tmp_path / "out")
+    assert done.exit_code == 3
+    assert "no Java runtime" in one_line(done) and "JAVA_HOME" in one_line(done)
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_old_java_is_refused(tmp_path, monkeypatch):
+    """A JAVA_HOME whose java says it is 11 (a script, standing in for an old JDK's launcher)."""
+    from edgecv.device.imx500 import java_runtime
+
+    home = tmp_path / "jdk11"
+    (home / "bin").mkdir(parents=True)
+    launcher = home / "bin" / "java"
+    launcher.write_text('#!/bin/sh\necho \'openjdk version "11.0.22" 2024-01-16\' >&2\n')
+    launcher.chmod(0o755)
+    monkeypatch.setenv("JAVA_HOME", str(home))
+    with pytest.raises(Unsupported, match="is Java 11: the IMX500 converter needs Java 17"):
+        java_runtime()
+
+
+def test_a_model_over_8_mb_is_one_line_before_the_toolchain(java, folder, tmp_path):
+    def big(k, inputs):
+        x = k.layers.Dense(11000, activation="relu")(k.layers.Flatten()(k.layers.Rescaling(1 / 255)(inputs)))
+        return k.layers.Dense(3, activation="softmax")(x)
+
+    model = tf_keras_model(big, tmp_path / "big.h5")
+    done = run(model, "--data", folder, "-o", tmp_path / "out")
+    assert done.exit_code == 2
+    line = one_line(done)
+    assert f"{768 * 11000 + 11000 + 11000 * 3 + 3:,} parameters" in line and "over the IMX500's 8 MB" in line
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_keras3_layer_tf_keras_cannot_rebuild_is_one_line(java, folder, tmp_path):
+    from edgecv._tf import keras3
+
+    k = keras3()
+    inputs = k.Input((16, 16, 3))
+    x = k.layers.Reshape((16, 48))(k.layers.Rescaling(1 / 255)(inputs))
+    model = k.Model(inputs, k.layers.Dense(3, activation="softmax")(k.layers.GRU(4)(x)))
+    model.save(tmp_path / "gru.keras")
+    done = run(tmp_path / "gru.keras", "--data", folder, "-o", tmp_path / "out")
+    assert done.exit_code == 2
+    line = one_line(done)
+    assert "cannot go to the IMX500 toolchain (TensorFlow 2.15, Keras 2)" in line and "GRU" in line
+    assert not (tmp_path / "out").exists()
+
+
+def test_bad_options_are_one_line(keras3_model, folder, tmp_path):
+    done = run(keras3_model, "--data", folder, "--gptq", "sometimes", "-o", tmp_path / "out")
+    assert done.exit_code == 2 and "gptq takes off, auto, on" in one_line(done)
+    done = run(keras3_model, "--data", folder, "--imx500-memory-kb", 9000, "-o", tmp_path / "out")
+    assert done.exit_code == 2 and "over the IMX500's 8192 KB" in one_line(done)
+    done = run(tmp_path / "missing.h5", "--data", folder)
+    assert done.exit_code == 2 and "does not exist" in one_line(done)
+
+
+def test_doctor_has_a_java_and_a_toolchain_line():
+    from edgecv.device.doctor import diagnose
+
+    diagnosis = diagnose()
+    java, venv = diagnosis.check("java"), diagnosis.check("imx500 toolchain")
+    assert java is not None and venv is not None
+    assert java.status in ("ok", "warn") and venv.status == "ok"  # optional: never a failure
+    assert str(VENV) in venv.value or "not made yet" in venv.value
