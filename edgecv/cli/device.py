@@ -20,12 +20,14 @@ def kit(
     samples: int = typer.Option(500, min=1, help="Test images in the sample file (a seeded sample)."),
     out: Path = typer.Option(Path("edgecv-kit"), "--out", "-o", help="Kit folder."),
     archive: bool = opt.flag(help="Also pack the kit as <out>.tar.gz."),
+    imx500: Optional[Path] = typer.Option(None, "--imx500", help="Also carry this packerOut.zip (edgecv imx500) "
+                                          "and the AI Camera script, edgecv_imx500.py."),
 ):
     """Make a folder to copy to a device: models, samples.npz, edgecv_bench.py and a README."""
     from edgecv.device.kit import make_kit
 
     with ui.ProgressBars(True) as bars:
-        made = make_kit(models, opt.load_data(data, None, None, 0, bars), out, samples, archive)
+        made = make_kit(models, opt.load_data(data, None, None, 0, bars), out, samples, archive, imx500=imx500)
     ui.show(f"wrote {made.path}: {', '.join(made.models)} with {made.images} test images, and {made.host.name} "
             "(this host on the same images, to merge device results with); see its README.txt")
 

@@ -59,14 +59,18 @@ class Kit:
 
 
 def make_kit(models: list[str | os.PathLike], dataset: Dataset, out: str | os.PathLike, samples: int = 500,
-             archive: bool = False, host_runs: int = 200) -> Kit:
+             archive: bool = False, host_runs: int = 200, imx500: str | os.PathLike | None = None) -> Kit:
     """Writes a device kit for ``models`` with ``samples`` seeded test images, and ``host.json``: the same
     benchmark core run here on those images (``host_runs`` timed runs each), to merge device results with.
+    ``imx500``: a ``packerOut.zip`` from ``edgecv imx500``, carried with the AI Camera script
+    (``edgecv_imx500.py``, see ``edgecv.device.imx500_camera``).
 
     Raises:
         DataError: a model that is missing or not a runnable ``.tflite``.
     """
     models = [Path(m) for m in models]
+    if imx500:
+        _check_imx500(Path(imx500))  # before anything is written
     names = [p.name for p in models]
     if len(set(names)) != len(names):
         raise DataError(f"two models share a file name ({', '.join(sorted({n for n in names if names.count(n) > 1}))}): "
@@ -107,7 +111,9 @@ def make_kit(models: list[str | os.PathLike], dataset: Dataset, out: str | os.Pa
                          runs=host_runs, manifest=manifest)
     write_text(folder / "host.json", json.dumps(host, indent=2) + "\n")
     write_text(folder / "README.txt", KIT_README.format(models=", ".join(p.name for p in models), images=len(y),
-                                                         source=dataset.source))
+                                                         source=dataset.source) + (IMX500_README if imx500 else ""))
+    if imx500:
+        _add_imx500(folder, Path(imx500))
     if not archive:
         return Kit(folder, manifest["models"], int(len(y)), folder / "host.json")
     target = folder.with_name(folder.name + ".tar.gz")  # kit/ and kit.tar.gz side by side
@@ -115,6 +121,33 @@ def make_kit(models: list[str | os.PathLike], dataset: Dataset, out: str | os.Pa
         with tarfile.open(tmp, "w:gz") as tar:
             tar.add(folder, arcname=folder.name)
     return Kit(target, manifest["models"], int(len(y)), folder / "host.json")
+
+
+IMX500_README = """
+Raspberry Pi AI Camera (Sony IMX500; packerOut.zip from edgecv imx500):
+    sudo apt install imx500-all python3-picamera2    # Raspberry Pi OS: firmware, imx500-package, picamera2
+    python3 edgecv_imx500.py --package packerOut.zip --frames 300 --out ai-camera.json
+    python3 edgecv_imx500.py --package packerOut.zip --label cat --out cat.json   # pointed at a cat
+  The camera runs the network on its own frames: top-1 is on what it sees (--label), with frames/s and the
+  camera's own DNN time per frame. Exit codes: 2 bad arguments, 3 no imx500-package, picamera2 or camera.
+"""
+
+
+def _check_imx500(package: Path) -> None:
+    import zipfile
+
+    if not package.is_file() or not zipfile.is_zipfile(package):
+        raise DataError(f"{package} is not a packerOut.zip from edgecv imx500")
+
+
+def _add_imx500(folder: Path, package: Path) -> None:
+    """The AI Camera's converted model and its script, beside the TFLite ones."""
+    from edgecv.device import imx500_camera
+
+    with atomic_path(folder / "packerOut.zip") as tmp:
+        shutil.copyfile(package, tmp)
+    with atomic_path(folder / "edgecv_imx500.py") as tmp:
+        shutil.copyfile(imx500_camera.__file__, tmp)
 
 
 # --- merging host and device results ------------------------------------------------------------

@@ -257,3 +257,126 @@ def test_doctor_has_a_java_and_a_toolchain_line():
     assert java is not None and venv is not None
     assert java.status in ("ok", "warn") and venv.status == "ok"  # optional: never a failure
     assert str(VENV) in venv.value or "not made yet" in venv.value
+
+
+# --- the AI Camera script, up to the missing camera (run with this host's Python: no picamera2, no camera) -----
+
+SCRIPT = Path(__file__).resolve().parents[2] / "edgecv" / "device" / "imx500_camera.py"
+
+
+def camera(*args, cwd=None, path=None):
+    import subprocess
+    import sys
+
+    env = dict(os.environ)
+    if path is not None:
+        env["PATH"] = path
+    return subprocess.run([sys.executable, str(SCRIPT), *map(str, args)], capture_output=True, text=True,
+                          cwd=cwd, env=env, timeout=120)
+
+
+def script_line(done) -> str:
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), done.stderr
+    return lines[0]
+
+
+def test_camera_script_exit_codes_are_edgecvs():
+    import importlib.util
+
+    from edgecv.errors import ExitCode
+
+    spec = importlib.util.spec_from_file_location("edgecv_imx500", SCRIPT)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    assert (script.EXIT_BAD_INPUT, script.EXIT_MISSING) == (ExitCode.BAD_INPUT, ExitCode.MISSING)
+
+
+def test_camera_script_refuses_bad_arguments_in_one_line(tmp_path):
+    assert camera("--help").returncode == 0
+    done = camera("--frames", 0, cwd=tmp_path)
+    assert done.returncode == 2 and "--frames must be >= 1" in script_line(done)
+    done = camera("--package", tmp_path / "nothing.zip", cwd=tmp_path)
+    assert done.returncode == 2 and "nothing.zip does not exist" in script_line(done)
+    (tmp_path / "a.zip").write_bytes(b"PK")
+    done = camera("--package", tmp_path / "a.zip", "--rpk", tmp_path / "a.zip", cwd=tmp_path)
+    assert done.returncode == 2 and "not both" in script_line(done)
+    done = camera("--package", tmp_path / "a.zip", "--out", tmp_path / "missing" / "r.json", cwd=tmp_path)
+    assert done.returncode == 2 and "cannot write the result" in script_line(done)
+
+
+def test_camera_script_label_must_be_one_of_the_kits_classes(tmp_path):
+    np.savez(tmp_path / "samples.npz", images=np.zeros((1, 4, 4, 3), np.uint8), labels=np.zeros(1, np.int64),
+             classes=np.array(CLASSES))
+    (tmp_path / "network.rpk").write_bytes(b"rpk")
+    done = camera("--rpk", tmp_path / "network.rpk", "--samples", tmp_path / "samples.npz", "--label", "dog",
+                  cwd=tmp_path)
+    assert done.returncode == 2 and "--label dog is not one of the model's classes (left, middle, right)" in \
+        script_line(done)
+
+
+def test_camera_script_without_imx500_package_or_picamera2_is_one_line_exit_3(tmp_path):
+    import shutil as sh
+
+    (tmp_path / "packerOut.zip").write_bytes(b"PK")
+    assert sh.which("imx500-package") is None, "this test wants a host without Raspberry Pi OS's imx500-tools"
+    done = camera("--package", tmp_path / "packerOut.zip", "--out", tmp_path / "r.json", cwd=tmp_path)
+    assert done.returncode == 3 and "imx500-package is not installed: sudo apt install imx500-tools" in \
+        script_line(done)
+    (tmp_path / "network.rpk").write_bytes(b"rpk")
+    done = camera("--rpk", tmp_path / "network.rpk", "--out", tmp_path / "r.json", cwd=tmp_path)
+    assert done.returncode == 3
+    line = script_line(done)
+    assert "picamera2 with its IMX500 helper cannot be imported" in line and "python3-picamera2" in line
+    assert not (tmp_path / "r.json").exists() and not list(tmp_path.glob(".result-*"))
+
+
+def test_camera_result_is_the_device_schema_that_merge_reads(tmp_path, tiny_tflite, tiny_dataset):
+    """Frames as the script records them (what only the camera can produce) go into the device scripts' JSON:
+    edgecv's report reader and ``device merge`` take it beside the kit's host.json."""
+    import importlib.util
+
+    from edgecv.device.kit import make_kit, merge
+    from edgecv.measure.report import Report
+
+    spec = importlib.util.spec_from_file_location("edgecv_imx500", SCRIPT)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    records = [{"interval_s": 1 / 30, "top1": int(i % 3 != 0), "dnn_ms": 4.0 + i % 2, "dsp_ms": 0.5} for i in range(30)]
+    report = script.report_from_frames(records, "packerOut.zip", 1234, list(CLASSES), "middle", {"picamera2": "x"})
+    stage = report["stages"][0]
+    assert report["schema"] == "edgecv.report/1" and stage["format"] == "imx500"
+    assert stage["accuracy"] == pytest.approx(20 / 30)  # frames whose top-1 is "middle" (class 1)
+    assert stage["latency"]["p50_ms"] == pytest.approx(4.5) and stage["details"]["latency_is"].startswith("the camera")
+    assert stage["details"]["frames_per_second"] == pytest.approx(30.0)
+    unlabelled = script.report_from_frames([dict(r, dnn_ms=None) for r in records], "packerOut.zip", 1234)
+    assert unlabelled["stages"][0]["accuracy"] is None
+    assert unlabelled["stages"][0]["latency"]["p50_ms"] == pytest.approx(1000 / 30)  # no KPI: between frames
+    with pytest.raises(ValueError, match="no frames"):
+        script.report_from_frames([], "packerOut.zip", 1)
+
+    package = tmp_path / "packerOut.zip"
+    with zipfile.ZipFile(package, "w") as z:
+        z.writestr("network.fpk", b"\0")
+    kit = make_kit([tiny_tflite["int8"]], tiny_dataset, tmp_path / "kit", samples=20, host_runs=5, imx500=package)
+    assert (kit.path / "edgecv_imx500.py").read_bytes() == SCRIPT.read_bytes()
+    assert (kit.path / "packerOut.zip").read_bytes() == package.read_bytes()
+    assert "edgecv_imx500.py --package packerOut.zip" in (kit.path / "README.txt").read_text()
+    result = tmp_path / "ai-camera.json"
+    result.write_text(json.dumps(report))
+    assert Report.load(result).stages[0].accuracy == pytest.approx(20 / 30)
+    merged = merge([kit.host, result])
+    assert merged.models == ["tiny_int8.tflite", "packerOut.zip"]
+    with pytest.raises(Exception, match="not a packerOut.zip"):
+        make_kit([tiny_tflite["int8"]], tiny_dataset, tmp_path / "kit2", imx500=tmp_path / "ai-camera.json")
+    assert not (tmp_path / "kit2").exists()
+
+
+def test_camera_script_keeps_to_python39():
+    import subprocess
+    import sys
+
+    vermin = Path(sys.executable).with_name("vermin")
+    done = subprocess.run([str(vermin), "-t=3.9-", "--violations", "--no-tips", str(SCRIPT)], capture_output=True,
+                          text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
