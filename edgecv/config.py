@@ -240,6 +240,7 @@ class CompressConfig:
     mixed: MixedConfig = field(default_factory=MixedConfig)  # the mixed int4/int8 mode's choice of layers
     npu: tuple[str, ...] = ()  # Vela accelerator configurations (ethos-u55-128, ...) whose estimate int8 rows get
     micro: bool = False  # int8 rows also run on TFLite Micro: its accuracy against LiteRT, and the arena
+    imx500: bool = False  # an imx500 row: the float model through Sony's MCT and converter (edgecv imx500)
 
     def __post_init__(self):
         if not self.modes:

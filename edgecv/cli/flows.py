@@ -65,6 +65,9 @@ def compress(
     strategy: Strategy = typer.Option(Strategy.DEFAULT, "--strategy", help="default or mirrored (local devices); "
                                       "for several machines run 'edgecv train --strategy multi-worker', then --model."),
     name: Optional[str] = typer.Option(None, metavar="NAME", help="Run name under runs/. Default: compress-<date>-<time>."),
+    imx500: bool = opt.flag("--imx500", help="Also an imx500 row: the float model through Sony's MCT and "
+                            "converter for the Raspberry Pi AI Camera (edgecv imx500), its fake-quant accuracy on "
+                            "the same images and its memory against the chip's 8 MB."),
     as_json: bool = opt.Json,
     wide: bool = opt.Wide,
     quiet: bool = opt.Quiet,
@@ -88,7 +91,7 @@ def compress(
         max_drop=max_drop, qat=qat, clusters=clusters, keep_float=tuple(keep_float),
         keep_float_worst=keep_float_worst, sparse=sparse,
         finetune=FinetuneConfig(finetune_epochs, batch_size, lr / 10, optimizer, seed, strategy),
-        mixed=MixedConfig(mixed_max_drop, mixed_images), npu=tuple(npu), micro=micro,
+        mixed=MixedConfig(mixed_max_drop, mixed_images), npu=tuple(npu), micro=micro, imx500=imx500,
     )
     if junit is not None:
         if max_drop is None:

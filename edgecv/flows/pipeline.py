@@ -48,6 +48,10 @@ def _compress(config: CompressConfig, out, on_progress: ProgressFn) -> Report:
         from edgecv.device.micro import check_installed
 
         check_installed()
+    if config.imx500:  # the IMX500 converter's backend is Java
+        from edgecv.device.imx500 import java_runtime
+
+        java_runtime()
 
     # 1. data: the test split is only ever measured on; calibration comes from the train split
     dataset = load(config.data, on_progress).subset(config.train_limit, config.test_limit, config.train.seed).resized(
@@ -164,12 +168,18 @@ def _compress(config: CompressConfig, out, on_progress: ProgressFn) -> Report:
     if config.npu or config.micro:
         _npu_and_micro(stages, out, dataset, config, on_progress)
 
+    # 5c. the float model for the Raspberry Pi AI Camera (Sony's MCT and converter), when asked
+    if config.imx500:
+        stages.append(_imx500_row(baseline, out, dataset, config, on_progress))
+
     # 6. the gate, when asked: a CI run fails when its own compressed models drop too much
     gate = None
     if config.max_drop is not None:
         from edgecv.measure.gate import gate_report
 
         gate = gate_report(stages, config.max_drop)
+        if config.imx500:
+            _gate_imx500(gate, stages, config.max_drop)
 
     # 7. the report, in three forms
     on_progress(Progress("report", 0, 1))
@@ -258,3 +268,42 @@ def _keep_float_stage(model, dataset, config, calibration, stage, manifest, on_p
                  {"mode": "int8", "keep_float": layers, "sensitivity": table["layers"],
                   "sensitivity_images": table["images"], "sensitivity_int8_accuracy": table["int8_accuracy"]})
 
+
+def _imx500_row(baseline, out, dataset, config: CompressConfig, on_progress: ProgressFn) -> StageResult:
+    """The ``imx500`` row: the float baseline through ``edgecv imx500`` (MCT PTQ, imxconv-tf) into ``imx500/``,
+    its fake-quant top-1 on the same test images as the TFLite rows; a model the toolchain refuses or that does
+    not fit the chip's 8 MB keeps its row, with why."""
+    from edgecv.device.imx500 import quantize_for_imx500
+    from edgecv.errors import DataError, first_line
+
+    images = config.bench.limit or len(dataset.y_test)  # scoring_images: the same seeded sample as every row
+    try:
+        result = quantize_for_imx500(baseline, dataset, out / "imx500", calibration=config.calibration_samples,
+                                     test_images=images, max_drop=None, trust=config.trust_model,
+                                     on_progress=on_progress)
+    except DataError as e:
+        return StageResult("imx500", status=StageStatus.FAILED, reason=first_line(e), format="imx500")
+    package = out / "imx500" / "packerOut.zip"
+    return StageResult(
+        "imx500", model=str(package.relative_to(out)), format="imx500", accuracy=result.imx500_accuracy,
+        images=result.test_images, size_bytes=package.stat().st_size,
+        runtime={"name": "MCT fake-quant (IMX500)", "version": result.versions.get("model-compression-toolkit")},
+        details={"mode": "int8", "imx500": {k: v for k, v in result.to_dict().items()
+                                            if k not in ("inputs", "outputs", "files", "boards")},
+                 "inputs": [t.__dict__ for t in result.inputs], "outputs": [t.__dict__ for t in result.outputs]})
+
+
+def _gate_imx500(gate, stages: list[StageResult], max_drop: float) -> None:
+    """The ``imx500`` row against the Keras float model (its drop) and against the chip (its fit): a refused or
+    unfit model fails, as an unmeasured stage does."""
+    from edgecv.device.imx500 import CHIP_BYTES
+    from edgecv.measure.gate import GateConfig, Reference, criteria
+    from edgecv.measure.verdict import Criterion, StageCriterion
+
+    parent = next(s for s in stages if s.stage == gate.reference)
+    row = next(s for s in stages if s.stage == "imx500")
+    for c in criteria(row, Reference("model", gate.reference, parent.accuracy), GateConfig(max_drop=max_drop)):
+        gate.criteria.append(StageCriterion("imx500", c))
+    used = (row.details.get("imx500") or {}).get("memory_bytes")
+    gate.criteria.append(StageCriterion("imx500", Criterion("IMX500 memory", None if used is None else used / 1024,
+                                                            "<=", CHIP_BYTES / 1024, "KB")))

@@ -380,3 +380,20 @@ def test_camera_script_keeps_to_python39():
     done = subprocess.run([str(vermin), "-t=3.9-", "--violations", "--no-tips", str(SCRIPT)], capture_output=True,
                           text=True)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+@pytest.mark.imx500
+def test_compress_imx500_row_beside_the_tflite_rows_and_in_the_gate(toolchain, keras3_model, folder, tmp_path):
+    out = tmp_path / "run"
+    done = CliRunner().invoke(app, ["compress", "--model", str(keras3_model), "--data", str(folder), "--imx500",
+                                    "--max-drop", "5", "--runs", "5", "--sparsity", "0", "-o", str(out), "--json"])
+    assert done.exit_code == 0, done.stderr
+    report = json.loads((out / "report.json").read_text())
+    rows = {s["stage"]: s for s in report["stages"]}
+    row, int8 = rows["imx500"], rows["tflite int8"]
+    assert row["status"] == "ok" and row["model"] == "imx500/packerOut.zip" and row["images"] == int8["images"] == 30
+    result = json.loads((out / "imx500" / "imx500.json").read_text())
+    assert row["accuracy"] == result["imx500_accuracy"]
+    assert result["float_accuracy"] == pytest.approx(rows["keras float"]["accuracy"])  # same images, same model
+    gated = [(c["stage"], c["name"]) for c in report["gate"]["criteria"]]
+    assert ("imx500", "IMX500 memory") in gated and report["gate"]["passed"]
