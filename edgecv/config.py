@@ -295,6 +295,7 @@ class Objective(str, Enum):
     SIZE = "size"  # bytes of the .tflite file
     ARM_COST = "arm-cost"  # emulated aarch64 instructions per inference on a Pi 5 core: exact, not a time
     NPU_CYCLES = "npu-cycles"  # Vela's total cycles per inference on an Ethos-U55-128: a compiler's estimate
+    IMX500_MEMORY = "imx500-memory"  # the IMX500 converter's memory use (runtime + model) of the chip's 8 MB
 
 
 @dataclass(frozen=True)
@@ -320,9 +321,17 @@ class SearchConfig:
     test_limit: int | None = None
     calibration_samples: int = 200
     mixed: MixedConfig = field(default_factory=MixedConfig)
+    target: str = "tflite"  # or "imx500": each grid point through Sony's MCT and converter (edgecv imx500)
 
     def __post_init__(self):
         object.__setattr__(self, "objective", Objective(self.objective))  # "latency" from a caller, the Enum within
+        if self.target not in ("tflite", "imx500"):
+            raise ConfigError(f"--target takes tflite or imx500, got {self.target!r}")
+        if self.target == "imx500" and self.objective is Objective.LATENCY:  # the default: the camera's is memory
+            object.__setattr__(self, "objective", Objective.IMX500_MEMORY)
+        if (self.target == "imx500") != (self.objective is Objective.IMX500_MEMORY):
+            raise ConfigError("--target imx500 searches for the smallest IMX500 memory (--objective imx500-memory), "
+                              "and that objective needs --target imx500")
         _check_mixed_io(self.modes, self.io_type)
         if not self.channel_ratios or not self.sparsities or not self.modes:
             raise ConfigError("the search grid needs at least one channel ratio, one sparsity and one mode")

@@ -120,6 +120,9 @@ def search(
     mixed_images: int = opt.MixedImages,
     max_drop: float = typer.Option(1.0, help="Allowed accuracy points below the parent's float accuracy."),
     objective: Objective = typer.Option(Objective.LATENCY, help="What the chosen model minimises."),
+    target: str = typer.Option("tflite", "--target", help="tflite, or imx500: each grid point through Sony's MCT "
+                               "and converter for the Raspberry Pi AI Camera, the smallest IMX500 memory within "
+                               "--max-drop of its fake-quant accuracy (a minute per point)."),
     finetune_epochs: int = typer.Option(3, min=1, help="Fine-tuning epochs after each channel cut."),
     prune_epochs: int = typer.Option(2, min=1, help="Fine-tuning epochs while magnitude-pruning."),
     seed: int = opt.Seed,
@@ -145,7 +148,7 @@ def search(
         prune=PruneConfig(0.5, prune_epochs, training.batch_size, training.learning_rate / 3, seed,
                           training.optimizer),
         bench=BenchConfig(runs=runs, threads=threads), train_limit=train_limit, test_limit=test_limit,
-        mixed=MixedConfig(mixed_max_drop, mixed_images),
+        mixed=MixedConfig(mixed_max_drop, mixed_images), target=target,
     )
     with ui.ProgressBars(not quiet) as bars:
         result = run_search(config, bars)

@@ -272,7 +272,8 @@ def show_search(result, folder, as_json: bool, wide: bool = False) -> None:
         return
     show_report(as_report(result), title=f"edgecv search -> {folder}", wide=wide)
     show(verdict(result))
-    note(f"wrote {folder}/search.json, search.md, search.png" + (" and best.tflite" if result.chosen else ""))
+    best = "best_packerOut.zip" if result.objective.value == "imx500-memory" else "best.tflite"
+    note(f"wrote {folder}/search.json, search.md, search.png" + (f" and {best}" if result.chosen else ""))
 
 
 def show_gate(result, model_name: str, as_json: bool, junit=None, output=None) -> None:

@@ -41,6 +41,8 @@ class Candidate:
     def cost(self, objective: Objective) -> float | None:
         if objective is Objective.ARM_COST:
             return (arm_instructions(self.result) or {}).get(ARM_COST_CPU)
+        if objective is Objective.IMX500_MEMORY:
+            return (self.result.details.get("imx500") or {}).get("memory_bytes")
         if objective is Objective.NPU_CYCLES:  # int8 candidates only: Vela compiles no float model
             return (npu_estimates(self.result).get(NPU_CONFIG) or {}).get("cycles_total")
         return self.result.p50() if objective is Objective.LATENCY else self.result.size_bytes
@@ -115,7 +117,11 @@ def _search(config: SearchConfig, out, on_progress: ProgressFn) -> SearchResult:
         from edgecv.device.vela import vela_command
 
         vela_command()  # a missing Vela fails now (exit 3), not after the grid
-    for stale in ("search.json", "best.tflite"):
+    if config.target == "imx500":
+        from edgecv.device.imx500 import java_runtime
+
+        java_runtime()  # the converter's backend: a missing Java fails now (exit 3)
+    for stale in ("search.json", "best.tflite", "best_packerOut.zip"):
         (out / stale).unlink(missing_ok=True)  # their presence says this run finished
     runtime = find_runtime()
     dataset = load(config.data, on_progress).subset(config.train_limit, config.test_limit, config.train.seed).resized(
@@ -174,6 +180,14 @@ def _search(config: SearchConfig, out, on_progress: ProgressFn) -> SearchResult:
                 thinned[key] = prune(cut[ratio], dataset, prune_config, on_progress).model
                 eta.learn_training(time.perf_counter() - t0, n_train * config.prune.epochs)
             macs = total_macs(thinned[key])
+            if config.target == "imx500":  # one candidate per grid point: MCT quantizes the Keras model itself
+                name = f"channels-{100 * ratio:g}% sparsity-{100 * sparsity:g}% imx500"
+                report_progress(name)
+                row = imx500_candidate(thinned[key], name, out, dataset, config, on_progress)
+                drop = None if row.accuracy is None else 100 * (parent_row.accuracy - row.accuracy)
+                candidates.append(Candidate(name, ratio, sparsity, QuantMode.INT8, row, drop, macs=macs))
+                finished += len(config.modes)
+                continue
             for mode in config.modes:
                 name = f"channels-{100 * ratio:g}% sparsity-{100 * sparsity:g}% {mode.value}"  # distinct per grid point
                 report_progress(name)
@@ -203,8 +217,9 @@ def _search(config: SearchConfig, out, on_progress: ProgressFn) -> SearchResult:
     result.seconds = time.perf_counter() - start
     result.environment = host_environment(runtime, config.bench.threads)
     if result.chosen is not None:
-        shutil.copyfile(out / result.chosen.result.model, out / ".best.tflite.part")
-        (out / ".best.tflite.part").replace(out / "best.tflite")
+        best = "best_packerOut.zip" if config.target == "imx500" else "best.tflite"
+        shutil.copyfile(out / result.chosen.result.model, out / f".{best}.part")
+        (out / f".{best}.part").replace(out / best)
     write_text(out / "search.md", to_markdown(result))
     plot_search(result, out / "search.png")
     import json
@@ -248,6 +263,10 @@ def verdict(result: SearchResult) -> str:
     if result.chosen is not None:
         c = result.chosen
         arm, npu = c.cost(Objective.ARM_COST), c.cost(Objective.NPU_CYCLES)
+        if result.objective is Objective.IMX500_MEMORY:
+            return (f"chosen: {c.name}, {100 * c.result.accuracy:.2f} % on the IMX500 (MCT fake-quant; "
+                    f"{drop_in_words(c.drop, 'the parent')}), {c.cost(result.objective) / 1024:,.1f} KB of the "
+                    f"chip's 8 MB: {c.result.model}")
         return (f"chosen: {c.name}, {100 * c.result.accuracy:.2f} % ({drop_in_words(c.drop, 'the parent')}), "
                 f"{c.result.p50():.4f} ms p50, {c.result.size_bytes / 1024:,.1f} KB"
                 + (f", {arm / 1e6:.3f} M emulated A76 instructions" if arm else "")
@@ -259,12 +278,40 @@ def verdict(result: SearchResult) -> str:
             f"the most accurate, {c.name}, drops {c.drop:.2f} points and misses by {result.miss:.2f}")
 
 
+def imx500_candidate(model, name: str, out, dataset, config: SearchConfig, on_progress: ProgressFn) -> StageResult:
+    """A grid point's Keras model through ``edgecv imx500`` into ``imx500/<name>/``, scored on the same test
+    images as the parent; a refused or unfit model keeps its row, with why."""
+    from edgecv.device.imx500 import quantize_for_imx500
+    from edgecv.errors import DataError, first_line
+
+    slug = name.replace(" ", "_").replace("%", "")
+    keras_file = out / f"{slug}.keras"
+    save_keras(model, keras_file)
+    images = config.bench.limit or len(dataset.y_test)
+    try:
+        result = quantize_for_imx500(keras_file, dataset, out / "imx500" / slug, calibration=config.calibration_samples,
+                                     test_images=images, max_drop=None, trust=True, on_progress=on_progress)
+    except DataError as e:
+        return StageResult(name, status=StageStatus.FAILED, reason=first_line(e), format="imx500")
+    finally:
+        keras_file.unlink(missing_ok=True)
+    package = out / "imx500" / slug / "packerOut.zip"
+    return StageResult(name, model=str(package.relative_to(out)), format="imx500", accuracy=result.imx500_accuracy,
+                       images=result.test_images, size_bytes=package.stat().st_size,
+                       runtime={"name": "MCT fake-quant (IMX500)",
+                                "version": result.versions.get("model-compression-toolkit")},
+                       details={"mode": "int8", "imx500": {k: v for k, v in result.to_dict().items()
+                                                           if k not in ("inputs", "outputs", "files", "boards")}})
+
+
 # objective -> (table header, plot axis, what the search looks for, a candidate's value in those units)
 _AXES = {
     Objective.LATENCY: ("p50 ms", "p50 latency, ms (1 image, this host)", "fastest", lambda c: c.result.p50()),
     Objective.SIZE: ("KB", "model size, KB", "smallest", lambda c: c.result.size_bytes / 1024),
     Objective.ARM_COST: ("A76 M instr", "emulated instructions per inference on a Pi 5 core (A76), millions",
                          "fewest ARM instructions", lambda c: c.cost(Objective.ARM_COST) / 1e6),
+    Objective.IMX500_MEMORY: ("IMX500 KB", "IMX500 memory (runtime + model) of its 8 MB, KB", "smallest IMX500 memory",
+                              lambda c: c.cost(Objective.IMX500_MEMORY) / 1024),
     Objective.NPU_CYCLES: ("U55-128 kcycles", "Vela's estimated cycles per inference on an Ethos-U55-128, thousands",
                            "fewest NPU cycles", lambda c: c.cost(Objective.NPU_CYCLES) / 1e3),
 }

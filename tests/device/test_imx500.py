@@ -397,3 +397,28 @@ def test_compress_imx500_row_beside_the_tflite_rows_and_in_the_gate(toolchain, k
     assert result["float_accuracy"] == pytest.approx(rows["keras float"]["accuracy"])  # same images, same model
     gated = [(c["stage"], c["name"]) for c in report["gate"]["criteria"]]
     assert ("imx500", "IMX500 memory") in gated and report["gate"]["passed"]
+
+
+@pytest.mark.imx500
+def test_search_target_imx500_picks_the_smallest_imx500_memory_within_the_drop(toolchain, keras3_model, folder,
+                                                                                tmp_path):
+    out = tmp_path / "search"
+    done = CliRunner().invoke(app, ["search", "--model", str(keras3_model), "--data", str(folder), "--target",
+                                    "imx500", "--channels", "0", "--sparsity", "0", "--max-drop", "5", "-o", str(out),
+                                    "--json"])
+    assert done.exit_code == 0, done.stderr
+    result = json.loads((out / "search.json").read_text())
+    assert result["objective"] == "imx500-memory" and result["chosen"] == "channels-0% sparsity-0% imx500"
+    candidate = result["candidates"][0]["result"]
+    made = json.loads((out / candidate["model"]).with_name("imx500.json").read_text())
+    assert candidate["details"]["imx500"]["memory_bytes"] == made["memory_bytes"] and made["fits"]
+    assert (out / "best_packerOut.zip").read_bytes() == (out / candidate["model"]).read_bytes()
+    assert "IMX500 KB" in (out / "search.md").read_text()
+
+
+def test_search_imx500_objective_and_target_go_together(folder, tmp_path):
+    done = CliRunner().invoke(app, ["search", "--data", str(folder), "--objective", "imx500-memory", "-o",
+                                    str(tmp_path / "s")])
+    assert done.exit_code == 2 and "needs --target imx500" in done.stderr
+    done = CliRunner().invoke(app, ["search", "--data", str(folder), "--target", "coral", "-o", str(tmp_path / "s")])
+    assert done.exit_code == 2 and "--target takes tflite or imx500" in done.stderr
