@@ -36,8 +36,14 @@ def progress(task, done, total, message=""):
 
 
 def first_line(error):
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
+    """The line that says what went wrong: TensorFlow's graph errors open with "in user code:" and a traceback,
+    and name the cause in their last lines."""
+    lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
+    if not lines:
+        return type(error).__name__
+    if lines[0].endswith(":") and len(lines) > 1:
+        return next((line for line in reversed(lines) if "Error" in line), lines[-1])
+    return lines[0]
 
 
 def top1(model, x, y, batch):
@@ -304,12 +310,13 @@ def run(request):
             t = time.time()
             try:
                 tuned, tuned_bits = quantize(mct, model, rep, tpc, request, gptq=True)
-            except Exception as e:
-                raise Failure("MCT's gradient-based PTQ failed: " + first_line(e))
+            except Exception as e:  # auto: PTQ's model stands, and the row says why GPTQ did not
+                tuned, chosen["gptq_error"] = None, first_line(e)
             timings["gptq_s"] = time.time() - t
-            chosen["gptq"] = top1(tuned, x_choose, y_choose, batch)
-            if chosen["gptq"] > ptq_choose:
-                quantized, bits, method = tuned, tuned_bits, "gptq"
+            if tuned is not None:
+                chosen["gptq"] = top1(tuned, x_choose, y_choose, batch)
+                if chosen["gptq"] > ptq_choose:
+                    quantized, bits, method = tuned, tuned_bits, "gptq"
     progress("imx500", 2, 5, "scoring float and fake-quant models")
     t = time.time()
     float_accuracy = top1(original, x_test, y_test, batch)
