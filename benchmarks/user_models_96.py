@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -138,7 +137,54 @@ def run_family(name: str, dataset, reference: bytes | None, args) -> dict:
                 "train_images": len(small.x_train)}
 
     attempt(row, "qat", aware)
+    if "float32" in files:
+        attempt(row, "mixed", lambda: mixed(files["float32"], calibration, dataset, args))
     return row
+
+
+def mixed(float_tflite: bytes, calibration, dataset, args) -> dict:
+    """int4/int8 through the LiteRT quantizer: the search where the model has few enough candidate layers
+    (it scores 1 + 3 x candidates files), else every candidate at int4 at once, unsearched: the size floor."""
+    from edgecv.compress.mixed import StaticQuantizer, accuracy_scorer, quantize_mixed
+
+    names = [layer.name for layer in StaticQuantizer(float_tflite, calibration).candidates]
+    x, y = dataset.x_test, dataset.y_test
+    if len(names) <= args.mixed_max_layers:
+        held = dataset.subset(train=args.mixed_images, seed=args.seed)
+        result = quantize_mixed(float_tflite, calibration, accuracy_scorer(held.x_train, held.y_train), 0.5)
+        content, int4, how = result.model, sum(1 for c in result.layers if c.method), "searched, 0.5 points"
+        plain = {"int8_kb": result.int8_bytes / 1024}
+    else:
+        content = StaticQuantizer(float_tflite, calibration).quantize({n: "mse" for n in names})
+        int4, how, plain = len(names), "every candidate at int4 (mse), not searched", {}
+    return {"candidates": len(names), "int4_layers": int4, "how": how, "accuracy": accuracy(content, x, y),
+            "kb": len(content) / 1024, **plain}
+
+
+def count_arm(rows: list[dict], args) -> None:
+    """Emulated aarch64 instructions per inference of each row's int8 file and of the reference, in one
+    emulated process per core (see benchmarks/arm_cost_files.py): millions, on the A72 and the A76."""
+    from edgecv.data.datasets import load
+    from edgecv.device.armcost import PI_CPUS, arm_costs
+
+    files = {r["family"]: args.out / f"{FAMILIES[r['family']][0]}_int8.tflite" for r in rows
+             if "failed" not in (r.get("ptq") or {"failed": 1})}
+    models = list(files.values()) + ([args.reference] if args.reference else [])
+    test = load(args.data).subset(train=1, test=11, seed=args.seed)
+    inputs = {str(m): (test.resized(args.size) if m != args.reference else test).x_test for m in models}
+    try:
+        counts = arm_costs(models, inputs, PI_CPUS, inferences=5)
+    except Exception as e:  # no root or qemu here: every row says so
+        from edgecv.errors import first_line
+
+        for r in rows:
+            r["arm_cost"] = {"failed": f"{type(e).__name__}: {first_line(e)}"}
+        return
+    million = {name: {cpu: c.instructions_per_inference / 1e6 for cpu, c in per.items()} for name, per in counts.items()}
+    for r in rows:
+        if r["family"] in files:
+            r["arm_cost"] = {**million[files[r["family"]].name],
+                             "reference": million.get(args.reference.name) if args.reference else None}
 
 
 def _edgetpu(report) -> dict:
@@ -157,7 +203,8 @@ def table(result: dict) -> str:
     """The results as one Markdown table, a family a row; a failed path keeps its cell, with why."""
     lines = ["| family | params | MMACs | train (images x epochs) | Keras % | float % | int8 % | int8 KB | "
              "float p50 ms | int8 p50 ms | int8 / MLPerf int8 p50 | Edge TPU ops (static) | channel cut 0.25: MMACs, "
-             "int8 % no fine-tune | QAT int8 % |", "|" + "---|" * 14]
+             "int8 % no fine-tune | QAT int8 % | mixed int4/int8: int4 layers of candidates, %, KB | A72 / A76 M instructions "
+             "(MLPerf int8: A72 / A76) |", "|" + "---|" * 16]
     for r in result["rows"]:
         ptq, lat = r.get("ptq") or {}, r.get("latency") or {}
         ok = "failed" not in ptq
@@ -172,6 +219,10 @@ def table(result: dict) -> str:
             cell(r, "edgetpu", lambda e: f"{e['tpu_ops']} TPU / {e['cpu_ops']} CPU"),
             cell(r, "channel_cut", lambda c: f"{c['mmacs']:.1f}, {100 * c['int8_accuracy_no_finetune']:.1f}"),
             cell(r, "qat", lambda q: f"{100 * q['int8_accuracy']:.1f}"),
+            cell(r, "mixed", lambda m: f"{m['int4_layers']} of {m['candidates']}"
+                 f"{'' if m['how'].startswith('searched') else ' (all, unsearched)'}, {100 * m['accuracy']:.1f}, {m['kb']:,.0f}"),
+            cell(r, "arm_cost", lambda a: f"{a['cortex-a72']:.2f} / {a['cortex-a76']:.2f}" + (
+                f" ({a['reference']['cortex-a72']:.2f} / {a['reference']['cortex-a76']:.2f})" if a.get("reference") else "")),
         ]) + " |")
     return "\n".join(lines) + "\n"
 
@@ -187,6 +238,10 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--runs", type=int, default=100)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--mixed-max-layers", type=int, default=30,
+                        help="search int4 layers only in models with at most this many candidates")
+    parser.add_argument("--mixed-images", type=int, default=500, help="train images the mixed search scores on")
+    parser.add_argument("--arm-cost", action="store_true", help="also count emulated ARM instructions (root, qemu)")
     parser.add_argument("--only", nargs="*", help="family names (keys of FAMILIES) to run")
     parser.add_argument("--out", type=Path, default=Path("runs/user-models-96"))
     parser.add_argument("--results", type=Path, default=Path("benchmarks/results/user_models_96.json"))
@@ -206,21 +261,31 @@ def main() -> None:
     args.reference_images = full.x_test[:100]
     dataset = full.resized(args.size)
     reference = args.reference.read_bytes() if args.reference else None
+    options = ("data", "reference", "size", "train_images", "test_images", "qat_images", "epochs", "runs", "seed",
+               "mixed_max_layers", "mixed_images")
+    command = "python benchmarks/user_models_96.py " + " ".join(
+        f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k in options)
+    if args.arm_cost:
+        command += " --arm-cost"
+    if args.only:
+        command += " --only " + " ".join(f'"{o}"' if " " in o else o for o in args.only)
     rows = []
     previous = json.loads(args.results.read_text()) if args.only and args.results.is_file() else {"rows": []}
     for name in FAMILIES:
         if args.only and not any(o in name for o in args.only):
             continue
         print(f"== {name}", flush=True)
-        row = run_family(name, dataset, reference, args)
+        row = {**run_family(name, dataset, reference, args), "command": command}
         print(json.dumps(row), flush=True)
         rows.append(row)
-    kept = [r for r in previous["rows"] if r["family"] not in {row["family"] for row in rows}]
-    options = ("data", "reference", "size", "train_images", "test_images", "qat_images", "epochs", "runs", "seed")
-    result = {"command": "python benchmarks/user_models_96.py " + " ".join(
-        f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k in options),
-        "train_images": len(dataset.x_train), "test_images": len(dataset.x_test), "image_size": args.size,
-        "environment": host_environment(rt.find_runtime(), 1), "rows": kept + rows}
+    if args.arm_cost:
+        count_arm(rows, args)
+    merged = {r["family"]: r for r in previous["rows"]} | {r["family"]: r for r in rows}
+    order = list(FAMILIES)
+    rows = sorted(merged.values(), key=lambda r: order.index(r["family"]) if r["family"] in order else len(order))
+    # each row keeps the command that measured it; the top-level one is the last run's
+    result = {"command": command, "train_images": len(dataset.x_train), "test_images": len(dataset.x_test), "image_size": args.size,
+        "environment": host_environment(rt.find_runtime(), 1), "rows": rows}
     args.results.parent.mkdir(parents=True, exist_ok=True)
     args.results.write_text(json.dumps(result, indent=1, default=str))
     args.results.with_suffix(".md").write_text(table(result))
