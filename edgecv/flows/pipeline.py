@@ -275,6 +275,7 @@ def _imx500_row(baseline, out, dataset, config: CompressConfig, on_progress: Pro
     not fit the chip's 8 MB keeps its row, with why."""
     from edgecv.device.imx500 import quantize_for_imx500
     from edgecv.errors import DataError, first_line
+    from edgecv.fsutil import sha256
 
     images = config.bench.limit or len(dataset.y_test)  # scoring_images: the same seeded sample as every row
     try:
@@ -287,6 +288,7 @@ def _imx500_row(baseline, out, dataset, config: CompressConfig, on_progress: Pro
     return StageResult(
         "imx500", model=str(package.relative_to(out)), format="imx500", accuracy=result.imx500_accuracy,
         images=result.test_images, size_bytes=package.stat().st_size,
+        sha256=sha256(package.read_bytes()),
         runtime={"name": "MCT fake-quant (IMX500)", "version": result.versions.get("model-compression-toolkit")},
         details={"mode": "int8", "imx500": {k: v for k, v in result.to_dict().items()
                                             if k not in ("inputs", "outputs", "files", "boards")},

@@ -283,6 +283,7 @@ def imx500_candidate(model, name: str, out, dataset, config: SearchConfig, on_pr
     images as the parent; a refused or unfit model keeps its row, with why."""
     from edgecv.device.imx500 import quantize_for_imx500
     from edgecv.errors import DataError, first_line
+    from edgecv.fsutil import sha256
 
     slug = name.replace(" ", "_").replace("%", "")
     keras_file = out / f"{slug}.keras"
@@ -298,6 +299,7 @@ def imx500_candidate(model, name: str, out, dataset, config: SearchConfig, on_pr
     package = out / "imx500" / slug / "packerOut.zip"
     return StageResult(name, model=str(package.relative_to(out)), format="imx500", accuracy=result.imx500_accuracy,
                        images=result.test_images, size_bytes=package.stat().st_size,
+                       sha256=sha256(package.read_bytes()),
                        runtime={"name": "MCT fake-quant (IMX500)",
                                 "version": result.versions.get("model-compression-toolkit")},
                        details={"mode": "int8", "imx500": {k: v for k, v in result.to_dict().items()
