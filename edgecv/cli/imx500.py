@@ -10,6 +10,7 @@ import typer
 
 from edgecv.cli import options as opt
 from edgecv.cli import ui
+from edgecv.device.imx500 import Gptq
 
 
 def _shape(tensors) -> str:
@@ -46,7 +47,7 @@ def imx500(
                                     "model are scored on (a seeded sample, as every command takes)."),
     memory_kb: Optional[float] = typer.Option(None, "--imx500-memory-kb", help="MCT mixed precision: the weights "
                                               "(2, 4 or 8 bits per layer) within this many KB."),
-    gptq: str = typer.Option("off", "--gptq", help="MCT's gradient-based PTQ: off, on, or auto (only when PTQ "
+    gptq: Gptq = typer.Option(Gptq.OFF, "--gptq", help="MCT's gradient-based PTQ: off, on, or auto (only when PTQ "
                              "loses more than --max-drop on 500 other train images, kept when it does better)."),
     gptq_epochs: int = typer.Option(5, "--gptq-epochs", min=1, help="GPTQ's epochs over the calibration images."),
     max_drop: float = typer.Option(1.0, "--max-drop", help="Fail (exit 1, nothing written) when the IMX500 model "
@@ -69,7 +70,7 @@ def imx500(
     folder = out if out is not None else model.parent / f"{model.stem}_imx500"
     with ui.ProgressBars(not quiet) as bars:
         dataset = opt.load_data(data, None, None, 0, bars, image_size)
-        result = quantize_for_imx500(model, dataset, folder, calibration, test_images, memory_kb, gptq, gptq_epochs,
+        result = quantize_for_imx500(model, dataset, folder, calibration, test_images, memory_kb, gptq.value, gptq_epochs,
                                      max_drop, trust=trust_model, on_progress=bars)
     if as_json:
         ui.show_json(result.to_dict())

@@ -31,6 +31,7 @@ import tempfile
 import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
+from enum import Enum
 from pathlib import Path
 
 import numpy as np
@@ -289,7 +290,18 @@ def split_images(dataset, calibration: int, choose: int, seed: int = 0):
     return dataset.x_train[calibrate], dataset.x_train[decide], dataset.y_train[decide]
 
 
-GPTQ_MODES = ("off", "auto", "on")
+class Gptq(str, Enum):
+    """When MCT's gradient-based PTQ runs: never, when plain PTQ loses more than the margin, or always."""
+
+    OFF = "off"
+    AUTO = "auto"
+    ON = "on"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+GPTQ_MODES = tuple(g.value for g in Gptq)
 
 
 def quantize_for_imx500(model: str | os.PathLike, dataset, out_dir: str | os.PathLike,
