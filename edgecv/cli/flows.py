@@ -120,7 +120,7 @@ def search(
     mixed_images: int = opt.MixedImages,
     max_drop: float = typer.Option(1.0, help="Allowed accuracy points below the parent's float accuracy."),
     objective: Objective = typer.Option(Objective.LATENCY, help="What the chosen model minimises."),
-    target: str = typer.Option("tflite", "--target", help="tflite, or imx500: each grid point through Sony's MCT "
+    target: str = typer.Option("tflite", "--target", metavar="tflite|imx500", help="tflite, or imx500: each grid point through Sony's MCT "
                                "and converter for the Raspberry Pi AI Camera, the smallest IMX500 memory within "
                                "--max-drop of its fake-quant accuracy (a minute per point)."),
     finetune_epochs: int = typer.Option(3, min=1, help="Fine-tuning epochs after each channel cut."),
