@@ -15,9 +15,9 @@ import sys
 import typer
 from typer.core import TyperCommand, TyperGroup
 
-from edgecv.cli import compress, device, flows, measure, train, ui
-from edgecv.cli import imx500
+from edgecv.cli import compress, device, flows, imx500, measure, train, ui
 from edgecv.errors import EdgecvError, ExitCode, check_interrupt, note_interrupt
+
 
 class _FlagsShowNoValue:
     """An on/off flag takes no value, so its help shows none (typer would print ``<bool>``), ``--help`` included."""
