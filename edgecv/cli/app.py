@@ -35,7 +35,23 @@ class Command(_FlagsShowNoValue, TyperCommand):
 
 
 class Group(_FlagsShowNoValue, TyperGroup):
-    pass
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        """Option errors as one line too, not a usage box: for the console script and for a CliRunner alike."""
+        from typer._click.exceptions import ClickException
+
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        try:
+            code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except ClickException as e:
+            message = e.format_message().replace("Value error, ", "")
+            if message.strip():  # a bare ``edgecv`` has already shown its help, with nothing wrong to say
+                ui.error(message)
+            sys.exit(e.exit_code)
+        except typer.Abort:
+            ui.error("interrupted")
+            sys.exit(ExitCode.INTERRUPTED)
+        sys.exit(code if isinstance(code, int) else ExitCode.OK)
 
 
 app = typer.Typer(
@@ -97,8 +113,7 @@ for _app, _name, _fn in COMMANDS:
 
 
 def main() -> None:
-    """The console script: option errors as one line too, not a usage box."""
-    from typer._click.exceptions import ClickException
+    """The console script: SIGTERM ends a run as Ctrl-C does."""
 
     def interrupted(signum, _frame):
         note_interrupt(signum)  # native code may turn the KeyboardInterrupt into an error; stages re-check
@@ -106,16 +121,7 @@ def main() -> None:
 
     signal.signal(signal.SIGTERM, interrupted)
     signal.signal(signal.SIGINT, interrupted)
-    command = typer.main.get_command(app)
-    try:
-        code = command.main(prog_name="edgecv", standalone_mode=False)
-    except ClickException as e:
-        ui.error(e.format_message().replace("\n", " "))
-        sys.exit(e.exit_code)
-    except typer.Abort:
-        ui.error("interrupted")
-        sys.exit(ExitCode.INTERRUPTED)
-    sys.exit(code if isinstance(code, int) else ExitCode.OK)
+    typer.main.get_command(app).main(prog_name="edgecv")
 
 
 if __name__ == "__main__":

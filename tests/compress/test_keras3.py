@@ -25,13 +25,14 @@ from edgecv.compress.export import load_keras
 from edgecv.compress.keras3 import is_keras3, saved_version
 from edgecv.compress.keras3 import load as rebuild
 
+pytestmark = pytest.mark.quick  # the contributor's tier (python -m pytest -m quick): cheap, one of each wing
+
 PRELUDE = """
 import os, sys
 import numpy as np
 import keras
 from keras import layers
 
-pytestmark = pytest.mark.quick  # the contributor's tier (python -m pytest -m quick): cheap, one of each wing
 assert keras.__version__.startswith("3."), keras.__version__
 out = sys.argv[1]
 rng = np.random.default_rng(0)

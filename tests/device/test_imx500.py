@@ -242,7 +242,7 @@ def test_a_keras3_layer_tf_keras_cannot_rebuild_is_one_line(java, folder, tmp_pa
 
 def test_bad_options_are_one_line(keras3_model, folder, tmp_path):
     done = run(keras3_model, "--data", folder, "--gptq", "sometimes", "-o", tmp_path / "out")
-    assert done.exit_code == 2 and "gptq takes off, auto, on" in one_line(done)
+    assert done.exit_code == 2 and "'sometimes' is not one of 'off', 'auto', 'on'" in one_line(done)
     done = run(keras3_model, "--data", folder, "--imx500-memory-kb", 9000, "-o", tmp_path / "out")
     assert done.exit_code == 2 and "over the IMX500's 8192 KB" in one_line(done)
     done = run(tmp_path / "missing.h5", "--data", folder)
