@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import json
 import os
+import re
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -41,6 +43,17 @@ def write_bytes(target: str | os.PathLike, data: bytes) -> Path:
 
 def write_text(target: str | os.PathLike, text: str) -> Path:
     return write_bytes(target, text.encode())
+
+
+_NUMBER = r"-?[0-9][0-9.eE+-]*"
+_NUMBER_LIST = re.compile(rf"\[\n(?:[ ]*{_NUMBER},\n)*[ ]*{_NUMBER}\n[ ]*\]")  # only json.dumps' multi-line lists
+
+
+def json_text(value) -> str:
+    """``json.dumps(value, indent=2)``, but a list of numbers (a shape, one class per test image) on one line:
+    result files are read in diffs and editors, and 10,000 predictions should not be 10,000 lines."""
+    text = json.dumps(value, indent=2)
+    return _NUMBER_LIST.sub(lambda m: "[" + ", ".join(v.strip() for v in m.group(0)[1:-1].split(",")) + "]", text) + "\n"
 
 
 def prepare_out_dir(path: str | os.PathLike) -> Path:

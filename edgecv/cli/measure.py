@@ -41,8 +41,11 @@ def benchmark(
 
 
 def check(
-    model: Path = typer.Argument(..., help="The compressed model to judge (.tflite or Keras)."),
-    reference: Optional[Path] = typer.Option(None, "--reference", help="Its float parent, measured now on the same images."),
+    model: Path = typer.Argument(..., help="The compressed model to judge (.tflite or Keras), or an IMX500 "
+                                 "packerOut.zip with --measured-by its imx500.json or report.json."),
+    reference: Optional[Path] = typer.Option(None, "--reference", help="Its float parent, measured now on the same "
+                                             "images (an IMX500 package: its conversion's own float model, by "
+                                             "default)."),
     baseline: Optional[Path] = typer.Option(None, "--baseline", help="A stored baseline JSON to compare with."),
     update_baseline: bool = opt.flag("--update-baseline", help="Measure MODEL and write it as --baseline."),
     data: Optional[str] = opt.Data,
@@ -65,6 +68,9 @@ def check(
     max_npu_cycles_ratio: Optional[float] = typer.Option(None, help="Ceiling on Vela's estimated cycles per "
                                                          "inference relative to the reference's, on an Ethos-U NPU "
                                                          "(both int8 .tflite, compiled here)."),
+    max_imx500_memory_kb: Optional[float] = typer.Option(None, "--max-imx500-memory-kb", help="Ceiling on an IMX500 "
+                                                         "package's memory use, KB (its fit in the chip's 8 MB is "
+                                                         "always checked)."),
     npu: List[NpuConfig] = typer.Option([], "--npu", help="Ethos-U configuration(s) for --max-npu-cycles-ratio. "
                                         "Default: ethos-u55-128."),
     allow_other_data: bool = opt.flag("--allow-other-data", help="Compare with a baseline measured on other test "
@@ -81,12 +87,12 @@ def check(
     quiet: bool = opt.Quiet,
 ):
     """Gate a compressed model: exit 0 within the limits, 1 when it regresses, 2 for bad input."""
-    from edgecv.flows.checking import check_models
-    from edgecv.measure.gate import GateConfig, check_result, update_baseline as write_baseline
+    from edgecv.flows.checking import check_measured, check_models
+    from edgecv.measure.gate import GateConfig, update_baseline as write_baseline
 
     config = GateConfig(max_drop, min_accuracy, max_size_kb, max_latency_ms, max_latency_ratio, max_size_ratio,
                         allow_other_data, max_class_drop, significant_only, alpha, max_arm_cost_ratio,
-                        max_npu_cycles_ratio, tuple(c.value for c in npu) or ("ethos-u55-128",))
+                        max_npu_cycles_ratio, tuple(c.value for c in npu) or ("ethos-u55-128",), max_imx500_memory_kb)
     bench = BenchConfig(runs=runs, threads=threads, limit=limit)
     if update_baseline and (baseline is None or measured_by is not None):
         raise ConfigError("--update-baseline measures MODEL here and needs --baseline FILE to write; it does not "
@@ -102,7 +108,7 @@ def check(
                     f"{written.data['test_images']} test images")
             return
         if measured_by is not None:  # the numbers of the runtime the devices run, from its result file
-            result = check_result(model, measured_by, config, reference, baseline, dataset)
+            result = check_measured(model, measured_by, config, reference, baseline, dataset)
         else:
             result = check_models(model, dataset, config, bench, reference, baseline, bars)
     ui.show_gate(result, model.name, as_json, junit, output)

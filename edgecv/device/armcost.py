@@ -58,7 +58,7 @@ import numpy as np
 from edgecv.device import emulate as em
 from edgecv.device.emulate import DEFAULT_SUITE, PiRuntime
 from edgecv.errors import DataError, Unsupported
-from edgecv.fsutil import write_text
+from edgecv.fsutil import json_text, write_text
 from edgecv.progress import Progress, ProgressFn, ignore
 
 UNIT = "emulated aarch64 instructions per inference (qemu TCG count, 1 thread): not a time"
@@ -828,5 +828,5 @@ def add_to_results(kit: Path, runs: list, cpus: Sequence[str], suite: str = DEFA
             if name in costs:
                 stage.setdefault("details", {})["arm_cost"] = cost_record(costs[name])
         result.setdefault("environment", {}).setdefault("device", {}).setdefault("emulated", {})["arm_cost"] = UNIT
-        write_text(run.result, json.dumps(result, indent=2) + "\n")
+        write_text(run.result, json_text(result))
     return found

@@ -23,7 +23,7 @@ from edgecv.device.emulate import (ARCH, DEFAULT_CPU, DEFAULT_SUITE, SUITES, Emu
                                    runtime_label)
 from edgecv.device.kit import merge, save_merged
 from edgecv.errors import DataError
-from edgecv.fsutil import prepare_out_dir, write_text
+from edgecv.fsutil import json_text, prepare_out_dir, write_text
 from edgecv.progress import Progress, ProgressFn, ignore
 
 
@@ -80,7 +80,7 @@ def emulate(kit: str | os.PathLike, runtimes: Sequence[str] | None, out: str | o
                               "latency": "not meaningful: every instruction is emulated"}
         device["board"] = device.get("board") or f"emulated Raspberry Pi OS ({suite}, {ARCH}{', ' + cpu if cpu else ''})"
         target = out / f"emulated-{runtime}.json"
-        write_text(target, json.dumps(result, indent=2) + "\n")
+        write_text(target, json_text(result))
         on_progress(Progress(f"emulated {runtime}", 1, 1))
         runs_done.append(EmulatedRun(runtime, target, result["environment"]["python"], result["environment"]["machine"],
                                      suite))

@@ -36,8 +36,9 @@ from pathlib import Path
 
 import numpy as np
 
+from edgecv.data.datasets import fingerprint
 from edgecv.errors import ConfigError, DataError, GateFailed, Unsupported, first_line
-from edgecv.fsutil import run_dir, write_text
+from edgecv.fsutil import json_text, run_dir, sha256, write_text
 from edgecv.progress import Progress, ProgressFn, ignore
 
 # Verified together on 2026-12-06 in a Python 3.11 venv (the versions pip resolved for the unpinned names).
@@ -97,6 +98,9 @@ class Imx500Result:
     data: dict = field(default_factory=dict)
     venv: str = ""
     venv_made_seconds: float | None = None  # when this run made the toolchain venv
+    model_sha256: str = ""  # of the model file quantized, and of the packerOut.zip written: a gate checks both
+    package_sha256: str = ""
+    predictions: dict[str, list[int]] = field(default_factory=dict)  # "float", "imx500": top-1 per test image
     boards: str = BOARDS
     unit: str = UNIT
 
@@ -108,12 +112,78 @@ class Imx500Result:
     def to_dict(self) -> dict:
         return {"schema": "edgecv.imx500/1", **asdict(self), "drop_points": self.drop}
 
+    def row(self, name: str, report_dir: Path):
+        """The row a report keeps for this model (``compress --imx500``, ``search --target imx500``): the
+        fake-quant top-1 as its accuracy, ``packerOut.zip`` as its file, both models' top-1 per test image kept,
+        so that ``check --measured-by`` can judge it against the float model image by image."""
+        from edgecv.measure.report import StageResult
+
+        package = Path(self.files[0])
+        record = {k: v for k, v in self.to_dict().items() if k not in ("inputs", "outputs", "files", "boards",
+                                                                     "predictions")}
+        return StageResult(
+            name, model=str(package.relative_to(report_dir)), format="imx500", accuracy=self.imx500_accuracy,
+            images=self.test_images, size_bytes=package.stat().st_size, sha256=self.package_sha256,
+            runtime={"name": "MCT fake-quant (IMX500)", "version": self.versions.get("model-compression-toolkit")},
+            details={"mode": "int8", "imx500": record, "predictions": self.predictions.get("imx500"),
+                     "float_predictions": self.predictions.get("float"),
+                     "inputs": [asdict(t) for t in self.inputs], "outputs": [asdict(t) for t in self.outputs]})
+
     @classmethod
     def from_dict(cls, d: dict) -> Imx500Result:
         d = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
         d["inputs"] = [Tensor(**t) for t in d.get("inputs", [])]
         d["outputs"] = [Tensor(**t) for t in d.get("outputs", [])]
         return cls(**d)
+
+
+def memory_criterion(memory_bytes: int | None, limit_kb: float | None = None):
+    """The converter's memory use against the chip's 8 MB, or a tighter ``limit_kb``: the fit a gate checks."""
+    from edgecv.measure.verdict import Criterion
+
+    limit = CHIP_BYTES / 1024 if limit_kb is None else min(limit_kb, CHIP_BYTES / 1024)
+    return Criterion("IMX500 memory", None if memory_bytes is None else memory_bytes / 1024, "<=", limit, "KB")
+
+
+def measured_row(package: str | os.PathLike, record: str | os.PathLike):
+    """The row that ``record`` (``imx500.json``, a ``compress --imx500`` report or a ``search --target imx500``
+    ``search.json``) keeps for this very ``packerOut.zip``, found by its SHA-256: a package is judged by the
+    numbers of its own conversion, never by a file's name.
+
+    Raises:
+        DataError: no such file, not a record of either kind, or no row for this package.
+    """
+    from edgecv.measure.report import Report, StageResult
+
+    package, record = Path(package), Path(record)
+    if not package.is_file():
+        raise DataError(f"IMX500 package {package} does not exist")
+    mine = sha256(package.read_bytes())
+    try:
+        d = json.loads(record.read_text())
+    except OSError as e:
+        raise DataError(f"cannot read {record}: {e.strerror or e}") from None
+    except ValueError as e:
+        raise DataError(f"{record} is not JSON: {first_line(e)}") from None
+    if isinstance(d, dict) and d.get("schema") == "edgecv.imx500/1":
+        result = Imx500Result.from_dict(d)
+        if result.package_sha256 != mine:
+            raise DataError(f"{record} converted another {package.name} than this one (its SHA-256 differs or was "
+                            "not recorded): run edgecv imx500 again")
+        result.files = [str(package)]
+        return result.row("imx500", package.parent)
+    if isinstance(d, dict) and isinstance(d.get("candidates"), list):  # search.json: each grid point's row
+        stages = [StageResult.from_dict(c["result"]) for c in d["candidates"]
+                  if isinstance(c, dict) and isinstance(c.get("result"), dict)]
+    else:
+        stages = Report.load(record).stages
+    rows = [s for s in stages if s.format == "imx500"]
+    found = next((s for s in rows if s.sha256 == mine and (s.details or {}).get("imx500")), None)
+    if found is None:
+        have = ", ".join(s.stage for s in rows) or "none"
+        raise DataError(f"{record} has no IMX500 row for this {package.name} (none with its SHA-256; IMX500 rows: "
+                        f"{have})")
+    return found
 
 
 # --- Java and the toolchain venv ---------------------------------------------------------------------
@@ -399,8 +469,10 @@ def _convert(path, keras_model, dataset, out, x_calibrate, x_choose, y_choose, x
             weight_bits=done.get("weight_bits") or {}, chosen_on=done.get("chosen_on"), handed_over=how,
             folded=done.get("folded"),
             versions=done["versions"], venv=str(python.parent.parent), venv_made_seconds=made,
-            data={"source": dataset.source, "test_images": int(len(y_test)), "calibration": "train split",
+            data={"source": dataset.source, "test_images": int(len(y_test)),
+                  "test_fingerprint": fingerprint(x_test, y_test), "calibration": "train split",
                   "calibration_images": int(len(x_calibrate))},
+            model_sha256=sha256(path.read_bytes()), predictions=done.get("predictions") or {},
         )
         if not result.fits:
             raise DataError(f"{path.name} does not fit the IMX500: the converter's report needs "
@@ -415,8 +487,9 @@ def _convert(path, keras_model, dataset, out, x_calibrate, x_choose, y_choose, x
                 raise DataError(f"the converter did not write {source.name}")
         for source, target in moves:  # same file system (the work folder is inside out): each move is atomic
             os.replace(source, target)
+        result.package_sha256 = sha256((out / "packerOut.zip").read_bytes())
         result.files = [str(target) for _, target in moves] + [str(out / "imx500.json")]
-        write_text(out / "imx500.json", json.dumps(result.to_dict(), indent=2) + "\n")
+        write_text(out / "imx500.json", json_text(result.to_dict()))
     return result
 
 

@@ -46,11 +46,17 @@ def first_line(error):
     return lines[0]
 
 
+def top1_classes(model, x, batch):
+    """Each image's top-1 class: kept, so that a gate can compare the two models image by image."""
+    import numpy as np
+
+    return np.argmax(model.predict(x.astype(np.float32), batch_size=batch, verbose=0), axis=-1)
+
+
 def top1(model, x, y, batch):
     import numpy as np
 
-    predictions = model.predict(x.astype(np.float32), batch_size=batch, verbose=0)
-    return float(np.mean(np.argmax(predictions, axis=-1) == y))
+    return float(np.mean(top1_classes(model, x, batch) == y))
 
 
 _SIZE = re.compile(r"^\s*([0-9.]+)\s*([KMG]?B)\s*$")
@@ -319,8 +325,9 @@ def run(request):
                     quantized, bits, method = tuned, tuned_bits, "gptq"
     progress("imx500", 2, 5, "scoring float and fake-quant models")
     t = time.time()
-    float_accuracy = top1(original, x_test, y_test, batch)
-    imx500_accuracy = top1(quantized, x_test, y_test, batch)
+    float_classes, imx500_classes = top1_classes(original, x_test, batch), top1_classes(quantized, x_test, batch)
+    float_accuracy = float(np.mean(float_classes == y_test))
+    imx500_accuracy = float(np.mean(imx500_classes == y_test))
     fold_diff = None
     if folded:  # the fold must not change what the model computes
         probe = x_test[:64].astype(np.float32)
@@ -330,7 +337,8 @@ def run(request):
     timings["score_s"] = time.time() - t
     scored = {"float_accuracy": float_accuracy, "imx500_accuracy": imx500_accuracy, "test_images": int(len(y_test)),
               "calibration_images": int(len(calibration)), "method": method, "chosen_on": chosen,
-              "folded": folded, "fold_max_diff": fold_diff}
+              "folded": folded, "fold_max_diff": fold_diff,
+              "predictions": {"float": [int(c) for c in float_classes], "imx500": [int(c) for c in imx500_classes]}}
     gate = request.get("gate_drop")
     if gate is not None and 100 * (float_accuracy - imx500_accuracy) > float(gate):
         timings["total_s"] = time.time() - started

@@ -22,7 +22,7 @@ from edgecv.measure.benchmark import find_runtime, now, open_tflite, scoring_ima
 from edgecv.config import BenchConfig
 from edgecv.data.datasets import Dataset, fingerprint
 from edgecv.errors import DataError
-from edgecv.fsutil import atomic_path, prepare_out_dir, write_text
+from edgecv.fsutil import atomic_path, json_text, prepare_out_dir, write_text
 from edgecv.measure.report import Report, arm_instructions, latency_axis, save_png
 
 KIT_README = """edgecv device kit
@@ -292,6 +292,6 @@ def plot_merged(merged: Merged, path: str | os.PathLike) -> Path | None:
 def save_merged(merged: Merged, out: str | os.PathLike) -> Path:
     """merged.json and merged.png into ``out``."""
     folder = prepare_out_dir(out)
-    write_text(folder / "merged.json", json.dumps(merged.to_dict(), indent=2) + "\n")
+    write_text(folder / "merged.json", json_text(merged.to_dict()))
     plot_merged(merged, folder / "merged.png")
     return folder

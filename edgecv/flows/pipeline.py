@@ -275,7 +275,6 @@ def _imx500_row(baseline, out, dataset, config: CompressConfig, on_progress: Pro
     not fit the chip's 8 MB keeps its row, with why."""
     from edgecv.device.imx500 import quantize_for_imx500
     from edgecv.errors import DataError, first_line
-    from edgecv.fsutil import sha256
 
     images = config.bench.limit or len(dataset.y_test)  # scoring_images: the same seeded sample as every row
     try:
@@ -284,28 +283,19 @@ def _imx500_row(baseline, out, dataset, config: CompressConfig, on_progress: Pro
                                      on_progress=on_progress)
     except DataError as e:
         return StageResult("imx500", status=StageStatus.FAILED, reason=first_line(e), format="imx500")
-    package = out / "imx500" / "packerOut.zip"
-    return StageResult(
-        "imx500", model=str(package.relative_to(out)), format="imx500", accuracy=result.imx500_accuracy,
-        images=result.test_images, size_bytes=package.stat().st_size,
-        sha256=sha256(package.read_bytes()),
-        runtime={"name": "MCT fake-quant (IMX500)", "version": result.versions.get("model-compression-toolkit")},
-        details={"mode": "int8", "imx500": {k: v for k, v in result.to_dict().items()
-                                            if k not in ("inputs", "outputs", "files", "boards")},
-                 "inputs": [t.__dict__ for t in result.inputs], "outputs": [t.__dict__ for t in result.outputs]})
+    return result.row("imx500", out)
 
 
 def _gate_imx500(gate, stages: list[StageResult], max_drop: float) -> None:
     """The ``imx500`` row against the Keras float model (its drop) and against the chip (its fit): a refused or
     unfit model fails, as an unmeasured stage does."""
-    from edgecv.device.imx500 import CHIP_BYTES
+    from edgecv.device.imx500 import memory_criterion
     from edgecv.measure.gate import GateConfig, Reference, criteria
-    from edgecv.measure.verdict import Criterion, StageCriterion
+    from edgecv.measure.verdict import StageCriterion
 
     parent = next(s for s in stages if s.stage == gate.reference)
     row = next(s for s in stages if s.stage == "imx500")
     for c in criteria(row, Reference("model", gate.reference, parent.accuracy), GateConfig(max_drop=max_drop)):
         gate.criteria.append(StageCriterion("imx500", c))
     used = (row.details.get("imx500") or {}).get("memory_bytes")
-    gate.criteria.append(StageCriterion("imx500", Criterion("IMX500 memory", None if used is None else used / 1024,
-                                                            "<=", CHIP_BYTES / 1024, "KB")))
+    gate.criteria.append(StageCriterion("imx500", memory_criterion(used)))

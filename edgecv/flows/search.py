@@ -283,7 +283,6 @@ def imx500_candidate(model, name: str, out, dataset, config: SearchConfig, on_pr
     images as the parent; a refused or unfit model keeps its row, with why."""
     from edgecv.device.imx500 import quantize_for_imx500
     from edgecv.errors import DataError, first_line
-    from edgecv.fsutil import sha256
 
     slug = name.replace(" ", "_").replace("%", "")
     keras_file = out / f"{slug}.keras"
@@ -296,14 +295,7 @@ def imx500_candidate(model, name: str, out, dataset, config: SearchConfig, on_pr
         return StageResult(name, status=StageStatus.FAILED, reason=first_line(e), format="imx500")
     finally:
         keras_file.unlink(missing_ok=True)
-    package = out / "imx500" / slug / "packerOut.zip"
-    return StageResult(name, model=str(package.relative_to(out)), format="imx500", accuracy=result.imx500_accuracy,
-                       images=result.test_images, size_bytes=package.stat().st_size,
-                       sha256=sha256(package.read_bytes()),
-                       runtime={"name": "MCT fake-quant (IMX500)",
-                                "version": result.versions.get("model-compression-toolkit")},
-                       details={"mode": "int8", "imx500": {k: v for k, v in result.to_dict().items()
-                                                           if k not in ("inputs", "outputs", "files", "boards")}})
+    return result.row(name, out)
 
 
 # objective -> (table header, plot axis, what the search looks for, a candidate's value in those units)

@@ -23,7 +23,7 @@ from edgecv import __version__
 from edgecv.config import BenchConfig, QuantMode
 from edgecv.data.datasets import Dataset, fingerprint
 from edgecv.errors import ConfigError, DataError, first_line
-from edgecv.fsutil import sha256, write_text
+from edgecv.fsutil import json_text, sha256, write_text
 from edgecv.measure.benchmark import benchmark_file, host_environment, now, scoring_images
 from edgecv.measure.paired import PairedComparison, compare
 from edgecv.measure.report import StageResult, StageStatus, arm_instructions, npu_estimates
@@ -48,10 +48,11 @@ class GateConfig:
     max_arm_cost_ratio: float | None = None  # emulated ARM instructions per inference against the reference's
     max_npu_cycles_ratio: float | None = None  # Vela's cycles per inference against the reference's
     npu: tuple[str, ...] = ("ethos-u55-128",)  # the Ethos-U configurations max_npu_cycles_ratio compiles for
+    max_imx500_memory_kb: float | None = None  # an IMX500 package's memory (the chip's 8 MB is always checked)
 
     def __post_init__(self):
         for name in ("max_drop", "max_size_kb", "max_latency_ms", "max_latency_ratio", "max_size_ratio",
-                     "max_arm_cost_ratio", "max_npu_cycles_ratio",
+                     "max_arm_cost_ratio", "max_npu_cycles_ratio", "max_imx500_memory_kb",
                      "max_class_drop"):
             value = getattr(self, name)
             if value is not None and value < 0:
@@ -107,7 +108,8 @@ class GateResult:
         """Everything a CI system reads; the per-image predictions are summed up in ``paired``, not listed."""
         candidate = asdict(self.candidate)
         if isinstance(candidate["details"], dict):
-            candidate["details"] = {k: v for k, v in candidate["details"].items() if k != "predictions"}
+            candidate["details"] = {k: v for k, v in candidate["details"].items()
+                                    if k not in ("predictions", "float_predictions")}
         return {"passed": self.passed, "reference": asdict(self.reference),
                 "criteria": [c.to_dict() for c in self.criteria],
                 "paired": None if self.paired is None else self.paired.to_dict(), "paired_reason": self.paired_reason,
@@ -122,7 +124,7 @@ def criteria(candidate: StageResult, reference: Reference, config: GateConfig,
     accuracy drop and is needed for ``max_class_drop`` and ``significant_only``.
     """
     if paired is None:
-        _refuse_unpaired(config, "there is no image-by-image comparison with this reference")
+        refuse_unpaired(config, "there is no image-by-image comparison with this reference")
     acc = None if candidate.accuracy is None else 100 * candidate.accuracy
     alpha = config.alpha if config.significant_only else None
     out = []
@@ -203,7 +205,7 @@ def _class_index(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
-def _paired(labels, reference: list[int] | None, candidate: list[int] | None, classes,
+def paired_comparison(labels, reference: list[int] | None, candidate: list[int] | None, classes,
             missing: str | None) -> tuple[PairedComparison | None, str | None]:
     """The comparison, or None and why not (``missing``: a reason already known)."""
     if missing is None and candidate is None:
@@ -218,7 +220,7 @@ def _paired(labels, reference: list[int] | None, candidate: list[int] | None, cl
     return compare(labels, reference, candidate, classes), None
 
 
-def _refuse_unpaired(config: GateConfig, reason: str) -> None:
+def refuse_unpaired(config: GateConfig, reason: str) -> None:
     """A per-image limit without per-image predictions is refused, never judged on a guess."""
     flags = config.needs_paired
     if flags:
@@ -243,13 +245,7 @@ class Baseline:
     predictions: list[int] | None = None  # top-1 class per test image, in the order test_fingerprint hashes
 
     def save(self, path: str | os.PathLike) -> Path:
-        d = {"schema": BASELINE_SCHEMA, **asdict(self)}
-        predictions = d.pop("predictions")
-        text = json.dumps(d, indent=2)
-        if predictions is not None:  # one line, not one line per image: a baseline is reviewed in diffs
-            text = text[: text.rindex("}")].rstrip() + ',\n  "predictions": ' \
-                + json.dumps(predictions, separators=(",", ":")) + "\n}"
-        return write_text(path, text + "\n")
+        return write_text(path, json_text({"schema": BASELINE_SCHEMA, **asdict(self)}))  # predictions on one line
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Baseline:
@@ -332,7 +328,7 @@ def check(
         if stored.predictions is None:
             missing = (f"baseline {Path(baseline).name} kept no per-image predictions (an older edgecv wrote it): "
                        "rewrite it with --update-baseline")
-            _refuse_unpaired(config, missing)
+            refuse_unpaired(config, missing)
     candidate, data = measure(Path(model_path), dataset, bench, on_progress)
     labels = scoring_images(dataset, bench)[1]
     if stored is not None:
@@ -353,9 +349,9 @@ def check(
         reference = Reference("model", Path(reference_model).name, parent.accuracy, parent.p50(), parent.size_bytes,
                               arm_instructions(parent), npu_cycles(parent))
         theirs = predictions_of(parent)
-    paired, reason = _paired(labels, theirs, predictions_of(candidate), dataset.classes, missing)
+    paired, reason = paired_comparison(labels, theirs, predictions_of(candidate), dataset.classes, missing)
     if paired is None:
-        _refuse_unpaired(config, reason)
+        refuse_unpaired(config, reason)
     return GateResult(candidate, reference, criteria(candidate, reference, config, paired), paired, reason)
 
 
@@ -439,7 +435,7 @@ def check_result(model_path: str | os.PathLike, result_path: str | os.PathLike, 
             missing = (f"the data set given is not the one {Path(result_path).name} was measured on (its test images "
                        "do not match the file's fingerprint)")
         classes = dataset.classes
-    paired, reason = _paired(labels, theirs, predictions_of(candidate), classes, missing)
+    paired, reason = paired_comparison(labels, theirs, predictions_of(candidate), classes, missing)
     if paired is None:
-        _refuse_unpaired(config, reason)
+        refuse_unpaired(config, reason)
     return GateResult(candidate, reference, criteria(candidate, reference, config, paired), paired, reason)

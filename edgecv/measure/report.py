@@ -13,7 +13,7 @@ from enum import Enum
 from pathlib import Path
 
 from edgecv.errors import DataError, first_line
-from edgecv.fsutil import atomic_path, write_text
+from edgecv.fsutil import atomic_path, json_text, write_text
 from edgecv.measure.verdict import GateReport
 
 
@@ -218,7 +218,7 @@ class Report:
         return json.loads(json.dumps(d, default=_jsonable))
 
     def save(self, path: str | os.PathLike) -> Path:
-        return write_text(path, json.dumps(self.to_dict(), indent=2) + "\n")
+        return write_text(path, json_text(self.to_dict()))
 
     @classmethod
     def from_dict(cls, d: dict) -> Report:

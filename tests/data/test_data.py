@@ -192,6 +192,7 @@ def test_subset_is_seeded_and_sized(tiny_dataset):
     assert len(tiny_dataset.subset(None, None).x_train) == len(tiny_dataset.x_train)
 
 
+@pytest.mark.slow  # decodes all 60,000 JPEGs; the default tier reads a slice of them (test_regression_cifar)
 def test_real_cifar10_jpeg_folder(shared_cifar):
     ds = data.load(shared_cifar)
     assert ds.x_train.shape == (50000, 32, 32, 3) and ds.x_test.shape == (10000, 32, 32, 3)

@@ -41,6 +41,7 @@ def _peak_rss_kb(folder, cache):
     return int(count), int(rss)
 
 
+@pytest.mark.slow  # 16 s: a folder larger than the memory limit
 def test_memory_stays_bounded_on_a_folder_larger_than_it(tmp_path):
     """Both folders fill the shuffle buffer (2,048 images); beyond that, 15,000 more images (99 MB of pixels as
     uint8, 396 MB as float32) must cost next to no memory. Measured here: about 10 MB more peak RSS, against

@@ -125,6 +125,17 @@ def test_keras3_model_converts_with_its_accuracy_memory_and_tensors(toolchain, k
     report = json.loads((out / "tiny3_MemoryReport.json").read_text())["Memory Report"]
     assert report["Fit In Chip"] is True
     assert json.loads((out / "imx500.json").read_text()) == result
+    # each image's top-1 is kept: the float model's are the user's Keras 3 model's, and ``check`` judges by them
+    assert result["predictions"]["float"] == mine.tolist()
+    assert result["imx500_accuracy"] == pytest.approx(float(np.mean(np.array(result["predictions"]["imx500"]) == y)))
+    checked = CliRunner().invoke(app, ["check", str(out / "packerOut.zip"), "--measured-by", str(out / "imx500.json"),
+                                       "--reference", str(keras3_model), "--data", str(folder), "--max-drop", "1",
+                                       "--max-class-drop", "100", "--json"])
+    assert checked.exit_code == 0, checked.stderr
+    verdict = json.loads(checked.stdout)
+    assert verdict["paired"]["images"] == 30 and verdict["paired"]["drop"] == pytest.approx(result["drop_points"])
+    assert verdict["criteria"][-1]["name"] == "IMX500 memory"
+    assert verdict["criteria"][-1]["measured"] == pytest.approx(result["memory_bytes"] / 1024)
 
     table = run(keras3_model, "--data", folder, "--calibration-images", 16, "--test-images", 30, "-o", out)
     assert table.exit_code == 0, table.stderr
@@ -397,6 +408,10 @@ def test_compress_imx500_row_beside_the_tflite_rows_and_in_the_gate(toolchain, k
     assert result["float_accuracy"] == pytest.approx(rows["keras float"]["accuracy"])  # same images, same model
     gated = [(c["stage"], c["name"]) for c in report["gate"]["criteria"]]
     assert ("imx500", "IMX500 memory") in gated and report["gate"]["passed"]
+    checked = CliRunner().invoke(app, ["check", str(out / "imx500" / "packerOut.zip"), "--measured-by",
+                                       str(out / "report.json"), "--data", str(folder), "--max-drop", "5", "--json"])
+    assert checked.exit_code == 0, checked.stderr
+    assert json.loads(checked.stdout)["paired"]["candidate_accuracy"] == pytest.approx(row["accuracy"])
 
 
 @pytest.mark.imx500
@@ -414,6 +429,11 @@ def test_search_target_imx500_picks_the_smallest_imx500_memory_within_the_drop(t
     assert candidate["details"]["imx500"]["memory_bytes"] == made["memory_bytes"] and made["fits"]
     assert (out / "best_packerOut.zip").read_bytes() == (out / candidate["model"]).read_bytes()
     assert "IMX500 KB" in (out / "search.md").read_text()
+    checked = CliRunner().invoke(app, ["check", str(out / "best_packerOut.zip"), "--measured-by",
+                                       str(out / "search.json"), "--max-drop", "5", "--max-imx500-memory-kb", "1",
+                                       "--json"])
+    assert checked.exit_code == 1, checked.stderr  # no model fits in 1 KB: the chosen one is found by its bytes
+    assert [c["name"] for c in json.loads(checked.stdout)["criteria"] if not c["passed"]] == ["IMX500 memory"]
 
 
 def test_search_imx500_objective_and_target_go_together(folder, tmp_path):

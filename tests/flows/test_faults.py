@@ -99,7 +99,8 @@ def clean_run(tmp_path_factory):
 
 
 # a kill in training and one in conversion run by default; the later stages, a minute more, in the slow tier
-@pytest.mark.parametrize("after", ["baseline", "tflite int8", pytest.param("pruned", marks=pytest.mark.slow),
+@pytest.mark.parametrize("after", ["baseline", pytest.param("tflite int8", marks=pytest.mark.slow),
+                                   pytest.param("pruned", marks=pytest.mark.slow),
                                    pytest.param("pruned float32", marks=pytest.mark.slow)])
 def test_sigkill_at_any_stage_then_rerun_gives_the_same_results(clean_run, tmp_path, after):
     folder, clean = clean_run

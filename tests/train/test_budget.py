@@ -25,6 +25,7 @@ def test_schedule_follows_the_planned_total():
     assert float(rate(1000)) > 0.04
 
 
+@pytest.mark.slow  # 20 s of real training, and a clock that a busy CPU stretches
 def test_a_budgeted_run_ends_on_time_at_the_end_of_its_schedule(tiny_dataset):
     from edgecv.data.datasets import Dataset
     from edgecv.train.fit import train
@@ -72,7 +73,7 @@ def test_budget_is_refused_across_machines():
         TrainConfig(budget_minutes=5, strategy=Strategy.MULTI_WORKER)
 
 
-@pytest.mark.slow  # a minute by design; test_a_budgeted_run_ends_on_time_at_the_end_of_its_schedule holds the budget by default
+@pytest.mark.slow  # a minute by design; by default the CLI test (test_cli_edge) trains on a budget
 def test_one_minute_smoke_run_on_real_images(shared_cifar):
     """The issue's smoke run: a 1-minute budget on a 5,000-image slice of the real train split."""
     from edgecv.data.datasets import load
