@@ -96,6 +96,9 @@ class IOType(str, Enum):
     FLOAT32 = "float32"
 
 
+PATCHNET_WIDTHS = (24, 48, 64)  # the patch stem, then one conv-pool-conv block per width
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     arch: Arch = Arch.SEED_CNN
@@ -116,6 +119,8 @@ class TrainConfig:
     ema: float = 0.0  # momentum of an average of the weights kept per step and kept at the end; 0: off
     alternate_flips: bool = False  # each image flipped every other epoch instead of at random
     whiten: bool = False  # a 2x2 patch stem starts as a whitening of the train patches (patchnet)
+    widths: tuple[int, ...] = ()  # patchnet's stem and block channels; empty: its own (24, 48, 64)
+    late_pool: int = 0  # patchnet: the first this many blocks pool after both convolutions
 
     def __post_init__(self):
         _positive("epochs", self.epochs)
@@ -136,6 +141,14 @@ class TrainConfig:
             raise ConfigError("alternating flips are part of the augmentation: they need the edge recipes")
         if self.whiten and Arch(self.arch) is not Arch.PATCHNET:
             raise ConfigError(f"--whiten needs a 2x2 patch stem (patchnet); {Arch(self.arch).value} has none")
+        if (self.widths or self.late_pool) and Arch(self.arch) is not Arch.PATCHNET:
+            raise ConfigError(f"--widths and --late-pool lay out patchnet; {Arch(self.arch).value} has its own")
+        if self.widths and (len(self.widths) < 2 or min(self.widths) < 1):
+            raise ConfigError(f"patchnet's widths are a stem and at least one block, each >= 1 channel, "
+                              f"got {','.join(map(str, self.widths))}")
+        blocks = len(self.widths or PATCHNET_WIDTHS) - 1
+        if not 0 <= self.late_pool <= blocks:
+            raise ConfigError(f"--late-pool must be in [0, {blocks}] (patchnet's blocks), got {self.late_pool}")
         if self.weight_decay < 0:
             raise ConfigError(f"weight decay must be >= 0, got {self.weight_decay}")
         if not 0.0 <= self.ema < 1.0:

@@ -18,6 +18,20 @@ def test_training_options_are_range_checked(kwargs):
         TrainConfig(**kwargs)
 
 
+@pytest.mark.parametrize("kwargs, message", [
+    ({"arch": "resnet8", "late_pool": 1}, "lay out patchnet; resnet8"),
+    ({"arch": "seed-cnn", "widths": (8, 16)}, "lay out patchnet; seed-cnn"),
+    ({"arch": "patchnet", "widths": (24,)}, "a stem and at least one block"),
+    ({"arch": "patchnet", "widths": (24, 0)}, "a stem and at least one block"),
+    ({"arch": "patchnet", "late_pool": 3}, r"in \[0, 2\]"),
+    ({"arch": "patchnet", "widths": (8, 16, 16, 16), "late_pool": 4}, r"in \[0, 3\]"),
+])
+def test_patchnet_layout_options_are_checked(kwargs, message):
+    with pytest.raises(ConfigError, match=message):
+        TrainConfig(**kwargs)
+    assert TrainConfig(arch="patchnet", widths=(8, 16, 16, 16), late_pool=3).late_pool == 3
+
+
 def test_bench_and_compress_options_are_range_checked(tmp_path):
     with pytest.raises(ConfigError):
         BenchConfig(runs=0)

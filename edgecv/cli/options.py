@@ -72,6 +72,13 @@ def floats(text: str, option: str) -> tuple[float, ...]:
         raise ConfigError(f"{option} takes comma-separated numbers, got {text!r}") from None
 
 
+def ints(text: str, option: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise ConfigError(f"{option} takes comma-separated whole numbers, got {text!r}") from None
+
+
 def modes(text: str) -> tuple[QuantMode, ...]:
     try:
         return tuple(QuantMode(v.strip()) for v in text.split(",") if v.strip())

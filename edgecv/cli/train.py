@@ -34,6 +34,10 @@ def train(
                                         "per step, and save it (0: off). Default: the recipe's."),
     whiten: Optional[bool] = typer.Option(None, "--whiten/--no-whiten", help="Start patchnet's 2x2 stem as a "
                                           "whitening of the train patches. Default: the recipe's."),
+    widths: Optional[str] = typer.Option(None, "--widths", metavar="STEM,B1,B2", help="patchnet's stem and block "
+                                         "channels. Default: 24,48,64."),
+    late_pool: int = typer.Option(0, "--late-pool", min=0, help="patchnet: the first N blocks pool after both "
+                                  "convolutions (more work at the higher resolution, no more parameters)."),
     seed: int = opt.Seed,
     val_split: float = typer.Option(0.0, help="Share of the train split held out for validation, in [0, 1)."),
     train_limit: Optional[int] = opt.TrainLimit,
@@ -52,7 +56,8 @@ def train(
                            optimizer=optimizer, learning_rate=lr, seed=seed, val_split=val_split, strategy=strategy,
                            budget_minutes=budget_minutes, weight_decay=weight_decay,
                            label_smoothing=label_smoothing, shift=shift, alternate_flips=alternate_flips, ema=ema,
-                           whiten=whiten)
+                           whiten=whiten, widths=opt.ints(widths, "--widths") if widths else None,
+                           late_pool=late_pool)
     job = TrainJob(config, opt.writable(out, KERAS_SUFFIXES), data, train_limit, test_limit, stream, image_size,
                    cache_dir)
     with ui.ProgressBars(not quiet) as bars:

@@ -7,13 +7,18 @@ the preprocessing travels inside the model (and its TFLite file) instead of livi
 from __future__ import annotations
 
 from edgecv._tf import keras
-from edgecv.config import Arch
+from edgecv.config import PATCHNET_WIDTHS, Arch
 from edgecv.errors import ConfigError
 
 
-def build(arch: Arch | str, input_shape: tuple[int, ...], num_classes: int):
-    builders = {Arch.SEED_CNN: seed_cnn, Arch.RESNET8: resnet8, Arch.DSCNN: dscnn, Arch.PATCHNET: patchnet}
+def build(arch: Arch | str, input_shape: tuple[int, ...], num_classes: int, widths: tuple[int, ...] = (),
+          late_pool: int = 0):
+    """``widths`` and ``late_pool`` lay out patchnet (empty and 0: its defaults); TrainConfig refuses them for
+    the other architectures."""
+    builders = {Arch.SEED_CNN: seed_cnn, Arch.RESNET8: resnet8, Arch.DSCNN: dscnn}
     arch = Arch(arch)
+    if arch is Arch.PATCHNET:
+        return patchnet(tuple(input_shape), num_classes, tuple(widths) or PATCHNET_WIDTHS, late_pool)
     return builders[arch](tuple(input_shape), num_classes)
 
 
@@ -100,16 +105,15 @@ def dscnn(input_shape: tuple[int, ...] = (32, 32, 3), num_classes: int = 10, wid
     return k.Model(inputs, outputs, name="dscnn")
 
 
-PATCHNET_WIDTHS = (24, 48, 64)  # the patch stem, then one conv-pool block per width
-
-
 def patchnet(input_shape: tuple[int, ...] = (32, 32, 3), num_classes: int = 10,
-             widths: tuple[int, ...] = PATCHNET_WIDTHS):
+             widths: tuple[int, ...] = PATCHNET_WIDTHS, late_pool: int = 0):
     """A network laid out for int8 kernels, after airbench's: one cheap layer at full resolution (a 2x2
     stride-2 patch stem, which ``recipe.whiten_stem`` can set to whiten the patches), then blocks of
     conv3x3-BN-ReLU, max-pool 2x2, conv3x3-BN-ReLU, so that the convolutions run at 16x16, 8x8 and 4x4
     instead of 32x32 (XNNPACK pays per output pixel). Global pooling is a MEAN, which XNNPACK runs in int8 (an
-    AVERAGE_POOL_2D would leave it for the reference kernel). Convolutions carry no bias: BN follows each."""
+    AVERAGE_POOL_2D would leave it for the reference kernel). Convolutions carry no bias: BN follows each.
+    ``late_pool``: the first this many blocks pool after both convolutions instead of between them, which
+    spends latency (the second convolution runs at 4x the pixels) without a single parameter."""
     if min(input_shape[:2]) < 2 ** len(widths):
         raise ConfigError(f"patchnet with {len(widths) - 1} blocks needs images of at least {2 ** len(widths)} "
                           f"pixels a side, got {input_shape[0]}x{input_shape[1]}")
@@ -126,8 +130,11 @@ def patchnet(input_shape: tuple[int, ...] = (32, 32, 3), num_classes: int = 10,
     x = conv_bn_relu(x, widths[0], 2, "stem", strides=2)
     for i, filters in enumerate(widths[1:], start=1):
         x = conv_bn_relu(x, filters, 3, f"b{i}_conv1")
-        x = L.MaxPooling2D(2, name=f"b{i}_pool")(x)
+        if i > late_pool:
+            x = L.MaxPooling2D(2, name=f"b{i}_pool")(x)
         x = conv_bn_relu(x, filters, 3, f"b{i}_conv2")
+        if i <= late_pool:
+            x = L.MaxPooling2D(2, name=f"b{i}_pool")(x)
     x = L.GlobalAveragePooling2D(name="pool")(x)
     outputs = L.Dense(num_classes, activation="softmax", name="classifier")(x)
     return k.Model(inputs, outputs, name="patchnet")

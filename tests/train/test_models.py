@@ -61,6 +61,23 @@ def test_patchnet_has_one_layer_at_full_resolution_and_fits_100k_parameters():
     assert type(model.get_layer("pool")).__name__ == "GlobalAveragePooling2D"
 
 
+def test_patchnet_late_pool_moves_a_convolution_up_a_resolution_at_no_parameter_cost():
+    def conv_sizes(model):
+        return [layer.output_shape[1] for layer in model.layers if type(layer).__name__ == "Conv2D"]
+
+    plain, late = build("patchnet", (32, 32, 3), 10), build("patchnet", (32, 32, 3), 10, late_pool=1)
+    assert conv_sizes(plain) == [16, 16, 8, 8, 4]
+    assert conv_sizes(late) == [16, 16, 16, 8, 4]
+    assert late.count_params() == plain.count_params()
+    assert conv_sizes(build("patchnet", (32, 32, 3), 10, late_pool=2)) == [16, 16, 16, 8, 8]
+
+
+def test_patchnet_widths_set_its_stem_and_blocks():
+    model = build("patchnet", (32, 32, 3), 10, widths=(32, 48, 62))
+    assert [layer.filters for layer in model.layers if type(layer).__name__ == "Conv2D"] == [32, 48, 48, 62, 62]
+    assert model.count_params() <= 100_000
+
+
 def test_patchnet_refuses_images_too_small_for_its_pools():
     assert build("patchnet", (8, 8, 3), 4).output_shape == (None, 4)
     with pytest.raises(ConfigError, match="at least 8 pixels"):
