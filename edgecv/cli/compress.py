@@ -90,18 +90,21 @@ def quantize(
     sparse: bool = opt.flag("--sparse", help="Store pruned weights in TFLite's sparse format."),
     mixed_max_drop: float = opt.MixedMaxDrop,
     mixed_images: int = opt.MixedImages,
+    flip_average: bool = opt.flag("--flip-average", help="Average the model over each image and its mirror, "
+                                  "inside the file: one more inference per image, counted in every timing."),
     seed: int = opt.Seed,
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Default: MODEL_<mode>.tflite beside the model "
-                                       "(MODEL_int8_<io>_io.tflite for other than int8 input and output)."),
+                                       "(MODEL_int8_<io>_io.tflite for other than int8 input and output; "
+                                       "_flipavg added with --flip-average)."),
 ):
     """Convert a Keras model to TFLite: float32, dynamic-range, float16, int8, int16x8, or mixed (int4 weights
     where the accuracy allows, int8 elsewhere)."""
     from edgecv.flows.quantizing import default_tflite_name, quantize_file
 
-    target = opt.writable(out or default_tflite_name(model, mode, io_type), (".tflite",))
+    target = opt.writable(out or default_tflite_name(model, mode, io_type, flip_average), (".tflite",))
     with ui.ProgressBars(True) as bars:
         done = quantize_file(model, target, mode, data, io_type, calibration_samples, tuple(keep_float), sparse, seed,
-                             bars, MixedConfig(mixed_max_drop, mixed_images), image_size)
+                             bars, MixedConfig(mixed_max_drop, mixed_images), image_size, flip_average)
     ui.show_quantized(done)
 
 
