@@ -13,7 +13,6 @@ import os
 import pytest
 
 from edgecv.device import armcost
-from edgecv.device import emulate as em
 from edgecv.device import emulated_kit
 from edgecv.errors import DataError, Unsupported
 
