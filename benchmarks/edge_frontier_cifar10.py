@@ -1,4 +1,4 @@
-"""Edge frontier v2: patchnet and the recipe options, ablated in short budgeted runs and confirmed over seeds.
+"""Edge frontier v2 and v3: patchnet, its layouts and the recipe options, ablated in short budgeted runs and confirmed over seeds.
 
 Usage:
     python benchmarks/edge_frontier_cifar10.py throughput --data ../shared/datasets/cifar10-jpg
@@ -8,13 +8,17 @@ Usage:
     python benchmarks/edge_frontier_cifar10.py confirm --data ../shared/datasets/cifar10-jpg \\
         --reference ../shared/models/mlperf-tiny-resnet8/pretrainedResnet_quant.tflite --row edge2 \\
         [--minutes 30] [--seeds 0 1 2]
+    python benchmarks/edge_frontier_cifar10.py flip --data ../shared/datasets/cifar10-jpg \\
+        --reference ../shared/models/mlperf-tiny-resnet8/pretrainedResnet_quant.tflite --row edge2
 
 ``throughput``: training images/s of patchnet beside resnet8, and of the throughput switches (batch size, op
 determinism, oneDNN, bfloat16), each in its own process so that one setting cannot leak into the next.
 ``ablate``: one row of the ablation: a budgeted run from scratch (data loading counts), int8 and float32
-accuracy on the full JPEG test set. Rows change one thing from ``patchnet`` (the edge recipe, unchanged).
+accuracy on the full JPEG test set. v2 rows change one thing from ``patchnet`` (the edge recipe, unchanged),
+v3 rows one thing from edge2 (``--reference`` times the MLPerf int8 file beside each row).
 ``table``: the ablation rows so far as Markdown. ``confirm``: the chosen row for each seed at the full budget,
 the MLPerf reference int8 file timed in the same run, and the issue's targets judged as ratios from that run.
+``flip``: each confirmed seed's model with test-time flip averaging built into its int8 file, timed beside it.
 Results go to ``benchmarks/results/edge_frontier/``.
 """
 
@@ -48,6 +52,20 @@ ROWS = {  # name: (what changes, TrainConfig overrides of the edge recipe)
     "batch256": ("+ batch 256 (rate unchanged)", dict(arch=Arch.PATCHNET, batch_size=256)),
     # what the ablation kept: the preset patchnet trains with by default
     "edge2": ("patchnet, edge2 recipe", dict(arch=Arch.PATCHNET, recipe=Recipe.EDGE2)),
+    # v3: one change each from edge2 (the sgd row above is edge2 at 10 minutes: the base of these rows)
+    "latepool1": ("edge2 + block 1 pools after its second conv (that conv at 16x16)",
+                  dict(arch=Arch.PATCHNET, recipe=Recipe.EDGE2, late_pool=1)),
+    "latepool2": ("edge2 + both blocks pool after their second conv",
+                  dict(arch=Arch.PATCHNET, recipe=Recipe.EDGE2, late_pool=2)),
+    "stem32": ("edge2 + a 32-channel stem (block 2 at 62 to stay under 100k parameters)",
+               dict(arch=Arch.PATCHNET, recipe=Recipe.EDGE2, widths=(32, 48, 62))),
+    "b1wide": ("edge2 + 56 channels in both blocks (more of the work at 16x16, same parameter budget)",
+               dict(arch=Arch.PATCHNET, recipe=Recipe.EDGE2, widths=(24, 56, 56))),
+    "e2shift2": ("edge2 + 2-pixel shifts", dict(arch=Arch.PATCHNET, recipe=Recipe.EDGE2, shift=2)),
+    "e2batch256": ("edge2 + batch 256 (rate unchanged)", dict(arch=Arch.PATCHNET, recipe=Recipe.EDGE2, batch_size=256)),
+    # what the v3 ablation kept (the one row over +0.2 points against sgd = edge2)
+    "edge3": ("patchnet, edge2 recipe with 2-pixel shifts", dict(arch=Arch.PATCHNET, recipe=Recipe.EDGE2, shift=2)),
+    "e2nosmooth": ("edge2 + label smoothing off", dict(arch=Arch.PATCHNET, recipe=Recipe.EDGE2, label_smoothing=0.0)),
 }
 
 
@@ -129,7 +147,14 @@ def ablate(args) -> None:
     threads(args.threads)
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
-    record = run(args.row, args.data, args.seed, args.minutes, work, BenchConfig(warmup=10, runs=50))
+    bench = BenchConfig(warmup=10, runs=50)
+    record = run(args.row, args.data, args.seed, args.minutes, work, bench)
+    if args.reference:  # timed right after, in the same process, for the latency ratio of this layout
+        from edgecv.data.datasets import load
+        from edgecv.measure.benchmark import benchmark_tflite, find_runtime
+
+        record["reference_int8"] = asdict(benchmark_tflite(args.reference, load(args.data), bench, log,
+                                                           name="MLPerf reference int8", runtime=find_runtime()))
     record["threads"] = args.threads
     record["environment"] = host_environment(None, 1)
     record["command"] = " ".join(["python benchmarks/edge_frontier_cifar10.py", *sys.argv[1:]])
@@ -144,12 +169,20 @@ def table(args) -> str:
     rows = [json.loads((out / f"ablation-{name}.json").read_text()) for name in ROWS
             if (out / f"ablation-{name}.json").exists()]
     base = next((r for r in rows if r["row"] == "patchnet"), None)
-    lines = ["| row | change | epochs | float % | int8 % | int8 vs patchnet row |", "|---|---|---|---|---|---|"]
+    edge2 = next((r for r in rows if r["row"] == "sgd"), None)  # edge2 is the edge recipe + the sgd row's change
+
+    def delta(r, against):
+        return f"{100 * (r['int8']['accuracy'] - against['int8']['accuracy']):+.2f}" if against and r is not against \
+            else ""
+
+    lines = ["| row | change | params | MMACs | epochs | float % | int8 % | int8 vs patchnet row | int8 vs sgd "
+             "(= edge2) row | int8 p50 / MLPerf int8 p50, same run |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        int8 = 100 * r["int8"]["accuracy"]
-        delta = f"{int8 - 100 * base['int8']['accuracy']:+.2f}" if base and r is not base else ""
-        lines.append(f"| {r['row']} | {r['change']} | {r['epochs']} | {100 * r['float32']['accuracy']:.2f} | "
-                     f"{int8:.2f} | {delta} |")
+        ratio = (f"{r['int8']['latency']['p50_ms'] / r['reference_int8']['latency']['p50_ms']:.2f}x"
+                 if "reference_int8" in r else "")
+        lines.append(f"| {r['row']} | {r['change']} | {r['params']:,} | {r['macs'] / 1e6:.2f} | {r['epochs']} | "
+                     f"{100 * r['float32']['accuracy']:.2f} | {100 * r['int8']['accuracy']:.2f} | {delta(r, base)} | "
+                     f"{delta(r, edge2)} | {ratio} |")
     text = "\n".join(lines) + "\n"
     write_text(out / "ablation.md", text)
     print(text)
@@ -280,6 +313,40 @@ def confirm(args) -> None:
               f"(target {t['op']} {t['limit']}{t['unit']})")
 
 
+def flip(args) -> None:
+    """Test-time flip averaging of each confirmed seed's model, built into its int8 file (two inferences per
+    image), timed beside the plain int8 file and the MLPerf reference in the same process."""
+    from edgecv.compress.export import load_keras
+    from edgecv.compress.flip import flip_averaged
+    from edgecv.compress.quantize import calibration_images, convert
+    from edgecv.config import BenchConfig
+    from edgecv.data.datasets import load
+    from edgecv.measure.benchmark import benchmark_tflite, find_runtime, host_environment
+
+    threads(args.threads)
+    confirmed = json.loads((Path(args.out) / f"confirm-{args.row}.json").read_text())
+    dataset, bench, work = load(args.data, log), BenchConfig(warmup=200, runs=2000), Path(args.work)
+    runs = []
+    for seed in [r["seed"] for r in confirmed["runs"]]:
+        stem = work / f"{args.row}-seed{seed}"
+        averaged = Path(f"{stem}-int8-flipavg.tflite")
+        averaged.write_bytes(convert(flip_averaged(load_keras(stem.with_suffix(".keras"))), "int8",
+                                     calibration_images(dataset, 200, seed)))
+        one = {"seed": seed}
+        for name, path in (("int8", f"{stem}-int8.tflite"), ("int8_flip_average", averaged),
+                           ("reference_int8", args.reference)):
+            one[name] = asdict(benchmark_tflite(path, dataset, bench, log, name=f"seed {seed} {name}",
+                                                runtime=find_runtime()))
+        runs.append(one)
+    record = {"command": " ".join(["python benchmarks/edge_frontier_cifar10.py", *sys.argv[1:]]),
+              "environment": host_environment(find_runtime(), 1), "row": args.row, "runs": runs}
+    write(Path(args.out) / f"flip-{args.row}.json", record)
+    for r in runs:
+        ratio = r["int8_flip_average"]["latency"]["p50_ms"] / r["reference_int8"]["latency"]["p50_ms"]
+        print(f"seed {r['seed']}: int8 {100 * r['int8']['accuracy']:.2f} %, flip-averaged "
+              f"{100 * r['int8_flip_average']['accuracy']:.2f} % at {ratio:.2f}x the MLPerf int8 p50")
+
+
 def judge(runs: list[dict], minutes: float) -> list[dict]:
     import numpy as np
 
@@ -303,7 +370,7 @@ def judge(runs: list[dict], minutes: float) -> list[dict]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("mode", choices=["throughput", "ablate", "table", "confirm"])
+    parser.add_argument("mode", choices=["throughput", "ablate", "table", "confirm", "flip"])
     parser.add_argument("--data")
     parser.add_argument("--row", default="patchnet", choices=list(ROWS))
     parser.add_argument("--minutes", type=float)
@@ -318,14 +385,14 @@ def main() -> None:
                         help="confirm: minutes of the budget kept for saving and converting, not training")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.mode in ("throughput", "ablate", "confirm") and not args.data:
+    if args.mode in ("throughput", "ablate", "confirm", "flip") and not args.data:
         parser.error("--data is required")
-    if args.mode == "confirm" and not (args.reference and Path(args.reference).is_file()):
+    if args.mode in ("confirm", "flip") and not (args.reference and Path(args.reference).is_file()):
         parser.error(f"--reference must be the MLPerf Tiny int8 .tflite file, got {args.reference}")
     if args.minutes is None:
         args.minutes = 30.0 if args.mode == "confirm" else 10.0
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    {"throughput": throughput, "ablate": ablate, "table": table, "confirm": confirm}[args.mode](args)
+    {"throughput": throughput, "ablate": ablate, "table": table, "confirm": confirm, "flip": flip}[args.mode](args)
 
 
 if __name__ == "__main__":

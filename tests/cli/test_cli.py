@@ -211,6 +211,15 @@ def test_output_files_are_checked_before_training(tmp_path, image_folder):
     assert_one_line_error(r, 2, "must end in .keras")
 
 
+def test_patchnet_layout_options_are_one_line_errors_before_training(tmp_path, image_folder):
+    out = tmp_path / "m.keras"
+    assert_one_line_error(run("train", "--data", image_folder, "--arch", "resnet8", "--late-pool", "1", "--out", out),
+                          2, "lay out patchnet; resnet8")
+    assert_one_line_error(run("train", "--data", image_folder, "--arch", "patchnet", "--widths", "24,x", "--out",
+                              out), 2, "--widths takes comma-separated whole numbers")
+    assert not out.exists()
+
+
 def test_a_keras_model_that_does_not_fit_the_data(tmp_path, image_folder):
     from edgecv.compress.export import save_keras
     from edgecv.train.models import build
@@ -252,6 +261,18 @@ def test_quantize_names_the_io_type_in_its_file_and_line(tmp_path, image_folder,
     assert plain.exit_code == 0 and edge.exit_code == 0, plain.output + edge.output
     assert (tmp_path / "m_int8.tflite").is_file() and (tmp_path / "m_int8_uint8_io.tflite").is_file()
     assert "uint8 input and output" in edge.stdout and "int8 input and output" in plain.stdout
+
+
+def test_quantize_flip_average_writes_its_own_file_and_refuses_layer_choices(tmp_path, image_folder, tiny_trained):
+    from edgecv.compress.export import save_keras
+
+    model = save_keras(tiny_trained.model, tmp_path / "m.keras")
+    done = run("quantize", model, "--flip-average", "--data", image_folder)
+    assert done.exit_code == 0, done.output
+    assert (tmp_path / "m_int8_flipavg.tflite").is_file() and not (tmp_path / "m_int8.tflite").exists()
+    assert "two inferences per image" in done.stdout
+    assert_one_line_error(run("quantize", model, "--flip-average", "--mode", "mixed", "--data", image_folder), 2,
+                          "does not combine with --keep-float or --mode mixed")
 
 
 def test_edgetpu_fails_a_float_model(tiny_tflite):
