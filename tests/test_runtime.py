@@ -55,6 +55,9 @@ def test_tflite_accuracy_matches_keras(tiny_tflite, tiny_trained, tiny_dataset):
     keras_predictions = np.argmax(tiny_trained.model.predict(tiny_dataset.x_test, verbose=0), axis=1)
     assert np.mean(predictions == keras_predictions) >= 0.98
     assert accuracy == pytest.approx(tiny_trained.test_accuracy, abs=0.02)
+    scores = model.scores(tiny_dataset.x_test)
+    np.testing.assert_allclose(scores, tiny_trained.model.predict(tiny_dataset.x_test, verbose=0), atol=1e-4)
+    assert np.array_equal(np.argmax(scores, axis=1), predictions)
 
 
 def test_latency_summary_is_ordered_and_counts_runs(tiny_tflite, tiny_dataset):

@@ -215,6 +215,15 @@ class TFLiteModel(object):
             return (y.astype(np.float32) - zero_point) * scale
         return y.astype(np.float32)
 
+    def scores(self, images):
+        """Each image's output scores (N, classes), one invoke per image as on a device."""
+        out = []
+        for one in self.prepare(images):
+            self.set_input(one)
+            self.invoke()
+            out.append(self.output_scores())
+        return np.stack(out)
+
     def describe_input(self):
         scale, zero_point = self.input["quantization"]
         return {"dtype": np.dtype(self.input["dtype"]).name, "shape": [int(d) for d in self.input["shape"]],

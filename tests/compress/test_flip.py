@@ -9,13 +9,7 @@ pytestmark = pytest.mark.quick  # the contributor's tier (python -m pytest -m qu
 
 
 def _scores(content, images):
-    model = TFLiteModel(content=content, runtime=find_runtime())
-    out = []
-    for one in model.prepare(images):
-        model.set_input(one)
-        model.invoke()
-        out.append(model.output_scores())
-    return np.array(out)
+    return TFLiteModel(content=content, runtime=find_runtime()).scores(images)
 
 
 def test_flip_average_is_the_mean_over_an_image_and_its_mirror(tiny_trained, tiny_dataset):

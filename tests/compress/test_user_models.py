@@ -29,15 +29,6 @@ CUT = [pytest.param(n, marks=pytest.mark.slow) if n == "EfficientNetV2B0" else n
 CHANNEL_REFUSED = {"NASNetMobile": r"layer '\w+' \(Concatenate\) cannot be pruned by channel"}
 
 
-def _scores(tflite, x: np.ndarray) -> np.ndarray:
-    out = []
-    for image in tflite.prepare(x):
-        tflite.set_input(image)
-        tflite.invoke()
-        out.append(tflite.output_scores())
-    return np.stack(out)
-
-
 def _calibrated(model, seed: int = 0):
     """Batch-norm statistics set to those of a batch, the rest of its weights as initialised: an untrained
     application's signal dies out or saturates through its depth, and a rebuild that got a weight wrong could not
@@ -86,7 +77,7 @@ def test_family_converts_straight_from_keras3(families, images, name):
     assert is_keras3_model(model)
     x = _inputs(8)
     float_file = rt.TFLiteModel(content=convert(model, "float32"), plain=True)
-    assert np.abs(_scores(float_file, x) - model.predict(x, verbose=0)).max() < 1e-4
+    assert np.abs(float_file.scores(x) - model.predict(x, verbose=0)).max() < 1e-4
     int8 = rt.TFLiteModel(content=convert(model, "int8", calibration_images(images, 16)), plain=True)
     assert int8.input["dtype"] == np.int8 and tuple(int8.input["shape"]) == (1, 32, 32, 3)
 
@@ -151,7 +142,7 @@ def test_a_nested_application_is_converted_and_refused_for_channel_cuts_by_name(
     expected = model.predict(x, verbose=0)
     assert np.abs(to_tf_keras(model).predict(x, verbose=0) - expected).max() < 1e-4  # logits near 2, not softmax
     tflite = rt.TFLiteModel(content=convert(model, "float32"), plain=True)
-    assert np.abs(_scores(tflite, x) - expected).max() < 1e-4
+    assert np.abs(tflite.scores(x) - expected).max() < 1e-4
     with pytest.raises(DataError, match=r"layer 'mobilenetv2[\w.]*' \(Functional\) cannot be pruned by channel: it is "
                                         r"a nested model"):
         shrink(model, 0.25)
