@@ -121,6 +121,8 @@ class TrainConfig:
     whiten: bool = False  # a 2x2 patch stem starts as a whitening of the train patches (patchnet)
     widths: tuple[int, ...] = ()  # patchnet's stem and block channels; empty: its own (24, 48, 64)
     late_pool: int = 0  # patchnet: the first this many blocks pool after both convolutions
+    distill: float = 0.0  # weight of a teacher's soft targets in the labels (train(teacher=...)); 0: off
+    distill_temperature: float = 1.0  # softens the teacher's targets: above 1, runner-up classes weigh more
 
     def __post_init__(self):
         _positive("epochs", self.epochs)
@@ -149,6 +151,10 @@ class TrainConfig:
         blocks = len(self.widths or PATCHNET_WIDTHS) - 1
         if not 0 <= self.late_pool <= blocks:
             raise ConfigError(f"--late-pool must be in [0, {blocks}] (patchnet's blocks), got {self.late_pool}")
+        if not 0.0 <= self.distill <= 1.0:
+            raise ConfigError(f"distillation weight must be in [0, 1], got {self.distill}")
+        if not self.distill_temperature > 0:
+            raise ConfigError(f"distillation temperature must be > 0, got {self.distill_temperature}")
         if self.weight_decay < 0:
             raise ConfigError(f"weight decay must be >= 0, got {self.weight_decay}")
         if not 0.0 <= self.ema < 1.0:

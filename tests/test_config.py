@@ -32,6 +32,17 @@ def test_patchnet_layout_options_are_checked(kwargs, message):
     assert TrainConfig(arch="patchnet", widths=(8, 16, 16, 16), late_pool=3).late_pool == 3
 
 
+@pytest.mark.parametrize("kwargs, message", [
+    ({"distill": -0.1}, r"distillation weight must be in \[0, 1\]"),
+    ({"distill": 1.5}, r"distillation weight must be in \[0, 1\]"),
+    ({"distill": 0.5, "distill_temperature": 0.0}, "temperature must be > 0"),
+])
+def test_distillation_options_are_range_checked(kwargs, message):
+    with pytest.raises(ConfigError, match=message):
+        TrainConfig(**kwargs)
+    assert TrainConfig(distill=1.0, distill_temperature=4.0).distill == 1.0
+
+
 def test_bench_and_compress_options_are_range_checked(tmp_path):
     with pytest.raises(ConfigError):
         BenchConfig(runs=0)

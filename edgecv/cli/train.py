@@ -38,6 +38,12 @@ def train(
                                          "channels. Default: 24,48,64."),
     late_pool: int = typer.Option(0, "--late-pool", min=0, help="patchnet: the first N blocks pool after both "
                                   "convolutions (more work at the higher resolution, no more parameters)."),
+    teacher: Optional[Path] = typer.Option(None, "--teacher", help="A trained Keras model: its flip-averaged "
+                                           "predictions on the train images become soft targets (needs --distill)."),
+    distill: float = typer.Option(0.0, "--distill", min=0.0, max=1.0, help="Weight of the teacher's soft "
+                                  "targets in the labels, the rest one-hot."),
+    distill_temperature: float = typer.Option(1.0, "--distill-temperature", help="Above 1 the teacher's "
+                                              "runner-up classes weigh more."),
     seed: int = opt.Seed,
     val_split: float = typer.Option(0.0, help="Share of the train split held out for validation, in [0, 1)."),
     train_limit: Optional[int] = opt.TrainLimit,
@@ -57,9 +63,9 @@ def train(
                            budget_minutes=budget_minutes, weight_decay=weight_decay,
                            label_smoothing=label_smoothing, shift=shift, alternate_flips=alternate_flips, ema=ema,
                            whiten=whiten, widths=opt.ints(widths, "--widths") if widths else None,
-                           late_pool=late_pool)
+                           late_pool=late_pool, distill=distill, distill_temperature=distill_temperature)
     job = TrainJob(config, opt.writable(out, KERAS_SUFFIXES), data, train_limit, test_limit, stream, image_size,
-                   cache_dir)
+                   cache_dir, teacher)
     with ui.ProgressBars(not quiet) as bars:
         done = train_to_file(job, bars)
     ui.show_trained(done)

@@ -23,8 +23,11 @@ class TrainJob:
     stream: bool = False  # decode an image folder from disk batch by batch (larger than memory)
     image_size: int | None = None  # with stream: resize to NxN
     cache_dir: Path | None = None  # with stream: keep decoded images here after the first epoch
+    teacher: Path | None = None  # a Keras model whose soft targets make up config.distill of the labels
 
     def __post_init__(self):
+        if (self.teacher is None) != (self.config.distill == 0):
+            raise ConfigError("distillation needs both a teacher and a weight above 0 (--teacher FILE --distill W)")
         if not self.stream:
             if self.image_size is not None or self.cache_dir is not None:
                 raise ConfigError("--image-size and --cache-dir apply to --stream only")
@@ -39,6 +42,8 @@ class TrainJob:
             raise ConfigError(f"--stream trains with the classic recipe only: augmentation, schedules, label "
                               f"smoothing, weight decay, EMA and whitening need in-memory data (the "
                               f"{config.arch.value} default recipe has some); add --recipe classic and drop them")
+        if self.teacher is not None:
+            raise ConfigError("--teacher scores the train images in memory: it does not combine with --stream")
         if config.val_split or self.train_limit or self.test_limit:
             raise ConfigError("--stream reads whole splits: --val-split, --train-limit and --test-limit do not apply")
 
@@ -73,7 +78,12 @@ def train_to_file(job: TrainJob, on_progress: ProgressFn = ignore) -> TrainedFil
         from edgecv.train.fit import train
 
         dataset = load(job.data, on_progress).subset(job.train_limit, job.test_limit, job.config.seed)
-        result = train(dataset, job.config, on_progress, started=started)
+        teacher = None
+        if job.teacher is not None:
+            from edgecv.compress.export import load_keras
+
+            teacher = load_keras(job.teacher, dataset)
+        result = train(dataset, job.config, on_progress, started=started, teacher=teacher)
         skipped, source = dataset.skipped, dataset.source
     save_keras(result.model, job.out)
     epochs = len(next(iter(result.history.values()), [])) or job.config.epochs

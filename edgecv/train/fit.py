@@ -14,7 +14,7 @@ import numpy as np
 from edgecv._tf import keras, keras_of, tf
 from edgecv.config import Optimizer, TrainConfig
 from edgecv.data.datasets import Dataset
-from edgecv.errors import DataError
+from edgecv.errors import ConfigError, DataError
 from edgecv.train.models import build
 from edgecv.progress import Progress, ProgressFn, ignore
 
@@ -60,14 +60,16 @@ def one_hot(labels: np.ndarray, num_classes: int) -> np.ndarray:
 
 def train(
     dataset: Dataset, config: TrainConfig = TrainConfig(), on_progress: ProgressFn = ignore, model=None,
-    started: float | None = None, track_test: int | None = None,
+    started: float | None = None, track_test: int | None = None, teacher=None,
 ) -> TrainResult:
     """Trains ``config.arch`` (or the given model) on the train split and scores it on the test split.
 
     Augmentation runs in a training-only wrapper around the model (``recipe.with_augmentation``).
     With ``config.budget_minutes`` the epochs and the schedule are fitted to that wall clock, counted from
     ``started`` (a ``time.perf_counter()`` taken before the data was loaded; default: now). ``track_test``:
-    score this many test images after every epoch (for a learning curve; the time counts)."""
+    score this many test images after every epoch (for a learning curve; the time counts). ``teacher``: a
+    model whose soft targets (``distill.soft_targets``) make up ``config.distill`` of the labels; scoring the
+    train images with it counts in the budget."""
     from edgecv.train.distribute import fit, get_strategy, scope
     from edgecv.train.recipe import learning_rate, training_data, whiten_stem, with_augmentation
 
@@ -77,6 +79,13 @@ def train(
     get_strategy(config.strategy)  # first: a multi-worker strategy must exist before other TensorFlow work
     set_seed(config.seed)
     x, y = dataset.x_train, one_hot(dataset.y_train, dataset.num_classes)
+    if (teacher is None) != (config.distill == 0):
+        raise ConfigError("distillation needs both a teacher and a weight above 0 (--teacher FILE --distill W)")
+    if teacher is not None:
+        from edgecv.train.distill import mix, soft_targets
+
+        # flips in training mean the recipe holds the classes mirror-invariant: the teacher may average them
+        y = mix(y, soft_targets(teacher, x, config.distill_temperature, mirror=config.augment), config.distill)
     n_train = len(x) - (max(1, int(len(x) * config.val_split)) if config.val_split > 0 else 0)
     with scope(config.strategy):
         built = model is None

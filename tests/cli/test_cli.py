@@ -220,6 +220,25 @@ def test_patchnet_layout_options_are_one_line_errors_before_training(tmp_path, i
     assert not out.exists()
 
 
+def test_train_with_a_teacher(tmp_path, image_folder, tiny_trained):
+    from edgecv.compress.export import save_keras
+    from edgecv.train.models import build
+
+    teacher, out = save_keras(tiny_trained.model, tmp_path / "teacher.keras"), tmp_path / "student.keras"
+    assert_one_line_error(run("train", "--data", image_folder, "--distill", "0.5", "--out", out), 2,
+                          "needs both a teacher and a weight")
+    assert_one_line_error(run("train", "--data", image_folder, "--teacher", teacher, "--distill", "0.5", "--stream",
+                              "--out", out), 2, "does not combine with --stream")
+    cifar = save_keras(build("seed-cnn", (32, 32, 3), 10), tmp_path / "cifar.keras")
+    assert_one_line_error(run("train", "--data", image_folder, "--teacher", cifar, "--distill", "0.5", "--out", out),
+                          2, "takes (32, 32, 3)")
+    assert not out.exists()
+    r = run("train", "--data", image_folder, "--teacher", teacher, "--distill", "0.5", "--distill-temperature", "2",
+            "--epochs", "1", "--batch-size", "16", "--out", out, "-q")
+    assert r.exit_code == 0, r.output + r.stderr
+    assert "test accuracy" in r.stdout and out.is_file()
+
+
 def test_a_keras_model_that_does_not_fit_the_data(tmp_path, image_folder):
     from edgecv.compress.export import save_keras
     from edgecv.train.models import build
