@@ -15,7 +15,8 @@ Usage:
 determinism, oneDNN, bfloat16), each in its own process so that one setting cannot leak into the next.
 ``ablate``: one row of the ablation: a budgeted run from scratch (data loading counts), int8 and float32
 accuracy on the full JPEG test set. v2 rows change one thing from ``patchnet`` (the edge recipe, unchanged),
-v3 rows one thing from edge2 (``--reference`` times the MLPerf int8 file beside each row).
+v3 rows one thing from edge2 (``--reference`` times the MLPerf int8 file beside each row); the distill rows train
+a teacher for the first half of the clock and the student on its soft targets for the rest.
 ``table``: the ablation rows so far as Markdown. ``confirm``: the chosen row for each seed at the full budget,
 the MLPerf reference int8 file timed in the same run, and the issue's targets judged as ratios from that run.
 ``flip``: each confirmed seed's model with test-time flip averaging built into its int8 file, timed beside it.
@@ -39,7 +40,7 @@ HERE = Path(__file__).resolve().parent
 OUT = HERE / "results" / "edge_frontier"
 
 SGD = dict(optimizer=Optimizer.NESTEROV, learning_rate=0.1, weight_decay=5e-4)  # replaces Adam (3e-3, no decay)
-ROWS = {  # name: (what changes, TrainConfig overrides of the edge recipe)
+ROWS = {  # name: (what changes, TrainConfig overrides of the edge recipe [, teacher=(budget share, its overrides)])
     "resnet8": ("ResNet-8, edge recipe (the reference layout)", dict(arch=Arch.RESNET8)),
     "patchnet": ("patchnet, edge recipe (Adam 3e-3, smoothing 0.1, random flips, 4-px shifts)",
                  dict(arch=Arch.PATCHNET)),
@@ -55,17 +56,25 @@ ROWS = {  # name: (what changes, TrainConfig overrides of the edge recipe)
     # v3: one change each from edge2 (the sgd row above is edge2 at 10 minutes: the base of these rows)
     "latepool1": ("edge2 + block 1 pools after its second conv (that conv at 16x16)",
                   dict(arch=Arch.PATCHNET, recipe=Recipe.EDGE2, late_pool=1)),
-    "latepool2": ("edge2 + both blocks pool after their second conv",
-                  dict(arch=Arch.PATCHNET, recipe=Recipe.EDGE2, late_pool=2)),
     "stem32": ("edge2 + a 32-channel stem (block 2 at 62 to stay under 100k parameters)",
                dict(arch=Arch.PATCHNET, recipe=Recipe.EDGE2, widths=(32, 48, 62))),
     "b1wide": ("edge2 + 56 channels in both blocks (more of the work at 16x16, same parameter budget)",
                dict(arch=Arch.PATCHNET, recipe=Recipe.EDGE2, widths=(24, 56, 56))),
     "e2shift2": ("edge2 + 2-pixel shifts", dict(arch=Arch.PATCHNET, recipe=Recipe.EDGE2, shift=2)),
     "e2batch256": ("edge2 + batch 256 (rate unchanged)", dict(arch=Arch.PATCHNET, recipe=Recipe.EDGE2, batch_size=256)),
+    "e2nosmooth": ("edge2 + label smoothing off", dict(arch=Arch.PATCHNET, recipe=Recipe.EDGE2, label_smoothing=0.0)),
+    "e2wd1e-4": ("edge2 + weight decay 1e-4 instead of 5e-4 (less regularisation for a net that under-fits)",
+                 dict(arch=Arch.PATCHNET, recipe=Recipe.EDGE2, weight_decay=1e-4)),
     # what the v3 ablation kept (the one row over +0.2 points against sgd = edge2)
     "edge3": ("patchnet, edge2 recipe with 2-pixel shifts", dict(arch=Arch.PATCHNET, recipe=Recipe.EDGE2, shift=2)),
-    "e2nosmooth": ("edge2 + label smoothing off", dict(arch=Arch.PATCHNET, recipe=Recipe.EDGE2, label_smoothing=0.0)),
+    # distillation inside the budget: a teacher trains for the first half of the clock, then the student (edge2,
+    # from scratch) trains on its soft targets for the rest; both clocks start before the data is loaded
+    "distill-wide": ("edge2 student of a wider patchnet (32,64,96) teacher trained for the first half, weight 0.5",
+                     dict(arch=Arch.PATCHNET, recipe=Recipe.EDGE2, distill=0.5,
+                          teacher=(0.5, dict(arch=Arch.PATCHNET, recipe=Recipe.EDGE2, widths=(32, 64, 96))))),
+    "distill-self": ("edge2 student of an edge2 patchnet teacher trained for the first half, weight 0.5",
+                     dict(arch=Arch.PATCHNET, recipe=Recipe.EDGE2, distill=0.5,
+                          teacher=(0.5, dict(arch=Arch.PATCHNET, recipe=Recipe.EDGE2)))),
 }
 
 
@@ -85,9 +94,17 @@ def threads(n: int | None) -> None:
 
 
 def config_for(row: str, seed: int, minutes: float):
+    """The row's TrainConfig and, for a distillation row, (share of the budget, the teacher's TrainConfig)."""
+    overrides = dict(ROWS[row][1])
+    teacher = overrides.pop("teacher", None)
+    config = _config(overrides, seed, minutes)
+    # the teacher starts from another seed: a student drawn like its teacher would retrace its first steps
+    return config, (teacher[0], _config(dict(teacher[1]), seed + 100, minutes * teacher[0])) if teacher else None
+
+
+def _config(overrides: dict, seed: int, minutes: float):
     from edgecv.config import Recipe, recipe_config
 
-    overrides = dict(ROWS[row][1])
     return recipe_config(overrides.pop("recipe", Recipe.EDGE), seed=seed, budget_minutes=minutes, **overrides)
 
 
@@ -105,8 +122,12 @@ def run(row: str, data: str, seed: int, minutes: float, work: Path, bench, reser
 
     started = time.perf_counter()
     dataset = load(data, log)
-    config = config_for(row, seed, minutes - reserve)
-    result = train(dataset, config, log, started=started, track_test=2000)
+    config, teaching = config_for(row, seed, minutes - reserve)
+    teacher = None
+    if teaching:  # the teacher's clock and the student's both started before the data was loaded
+        teacher = train(dataset, teaching[1], log, started=started)
+    result = train(dataset, config, log, started=started, track_test=2000,
+                   teacher=teacher.model if teacher else None)
     trained = time.perf_counter() - started
     stem = work / f"{row}-seed{seed}"
     save_keras(result.model, stem.with_suffix(".keras"))
@@ -129,6 +150,10 @@ def run(row: str, data: str, seed: int, minutes: float, work: Path, bench, reser
         "float32": measured["float32"], "int8": measured["int8"],
         "edgetpu_fully_mapped": edgetpu.fully_mapped, "edgetpu_cpu_ops": edgetpu.cpu_ops,
         "config": json.loads(json.dumps(asdict(config), default=str)),
+        **({"teacher": {"budget_share": teaching[0], "params": teacher.model.count_params(),
+                        "macs": total_macs(teacher.model), "epochs": teacher.plan.epochs,
+                        "trained_minutes": teacher.plan.epoch_ends[-1] / 60, "keras_accuracy": teacher.test_accuracy,
+                        "config": json.loads(json.dumps(asdict(teaching[1]), default=str))}} if teaching else {}),
     }
 
 
