@@ -38,8 +38,8 @@ def train(
                                          "channels. Default: 24,48,64."),
     late_pool: int = typer.Option(0, "--late-pool", min=0, help="patchnet: the first N blocks pool after both "
                                   "convolutions (more work at the higher resolution, no more parameters)."),
-    teacher: Optional[Path] = typer.Option(None, "--teacher", help="A trained Keras model: its flip-averaged "
-                                           "predictions on the train images become soft targets (needs --distill)."),
+    teacher: Optional[Path] = typer.Option(None, "--teacher", help="A trained Keras model: its predictions on "
+                                           "the train images become soft targets (needs --distill)."),
     distill: float = typer.Option(0.0, "--distill", min=0.0, max=1.0, help="Weight of the teacher's soft "
                                   "targets in the labels, the rest one-hot."),
     distill_temperature: float = typer.Option(1.0, "--distill-temperature", help="Above 1 the teacher's "

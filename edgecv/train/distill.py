@@ -18,8 +18,8 @@ from edgecv.errors import ConfigError
 def soft_targets(teacher, x: np.ndarray, temperature: float = 1.0, mirror: bool = True,
                  batch_size: int = 500) -> np.ndarray:
     """(N, classes) targets: the teacher's probabilities (averaged with those of the mirror image when
-    ``mirror``) raised to ``1 / temperature`` and normalised again (for one view that is softmax(logits / temperature): above 1 the runner-up classes
-    carry more of the mass).
+    ``mirror``) raised to ``1 / temperature`` and normalised again. For one view that is
+    softmax(logits / temperature): above 1 the runner-up classes carry more of the mass.
 
     Raises:
         ConfigError: the teacher's outputs are not probabilities (it ends in logits, not a softmax).
