@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-LAYOUTS = {"edge2": (), "stem32": (32, 48, 62)}  # patchnet widths, as in edge_frontier_cifar10.py's rows
+LAYOUTS = ("edge2", "stem32")  # rows of edge_frontier_cifar10.py, whose widths they take
 
 
 def main() -> None:
@@ -28,12 +28,14 @@ def main() -> None:
     from edgecv.data.datasets import load
     from edgecv.train.fit import set_seed
     from edgecv.train.models import build
+    from edge_frontier_cifar10 import ROWS  # this folder is on the path of a script run from it
 
     set_seed(0)
     dataset = load(args.data).subset(train=1000, test=10, seed=0)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    for name, widths in LAYOUTS.items():
+    for name in LAYOUTS:
+        widths = ROWS[name][1].get("widths", ())
         model = build("patchnet", dataset.input_shape, dataset.num_classes, widths, 0)
         path = out / f"{name}-initial-int8.tflite"
         path.write_bytes(convert(model, QuantMode.INT8, calibration_images(dataset, 200, 0)))
