@@ -19,7 +19,8 @@ v3 rows one thing from edge2 (``--reference`` times the MLPerf int8 file beside 
 a teacher for the first half of the clock and the student on its soft targets for the rest.
 ``table``: the ablation rows so far as Markdown. ``confirm``: the chosen row for each seed at the full budget,
 the MLPerf reference int8 file timed in the same run, and the issue's targets judged as ratios from that run.
-``flip``: each confirmed seed's model with test-time flip averaging built into its int8 file, timed beside it.
+``flip``: each confirmed seed's model (or the ablated one's, without a confirm run in ``--out``) with test-time
+flip averaging built into its int8 file, timed beside it.
 Results go to ``benchmarks/results/edge_frontier/``.
 """
 
@@ -62,6 +63,8 @@ ROWS = {  # name: (what changes, TrainConfig overrides of the edge recipe [, tea
                dict(arch=Arch.PATCHNET, recipe=Recipe.EDGE2, widths=(24, 56, 56))),
     "e2shift2": ("edge2 + 2-pixel shifts", dict(arch=Arch.PATCHNET, recipe=Recipe.EDGE2, shift=2)),
     "e2batch256": ("edge2 + batch 256 (rate unchanged)", dict(arch=Arch.PATCHNET, recipe=Recipe.EDGE2, batch_size=256)),
+    "e2b256lr02": ("edge2 + batch 256 at rate 0.2 (the rate scaled with the batch, so the decay per epoch is unchanged)",
+                   dict(arch=Arch.PATCHNET, recipe=Recipe.EDGE2, batch_size=256, learning_rate=0.2)),
     "e2nosmooth": ("edge2 + label smoothing off", dict(arch=Arch.PATCHNET, recipe=Recipe.EDGE2, label_smoothing=0.0)),
     "e2wd1e-4": ("edge2 + weight decay 1e-4 instead of 5e-4 (less regularisation for a net that under-fits)",
                  dict(arch=Arch.PATCHNET, recipe=Recipe.EDGE2, weight_decay=1e-4)),
@@ -349,10 +352,14 @@ def flip(args) -> None:
     from edgecv.measure.benchmark import benchmark_tflite, find_runtime, host_environment
 
     threads(args.threads)
-    confirmed = json.loads((Path(args.out) / f"confirm-{args.row}.json").read_text())
+    confirmed, ablated = Path(args.out) / f"confirm-{args.row}.json", Path(args.out) / f"ablation-{args.row}.json"
+    if not (confirmed.exists() or ablated.exists()):
+        raise SystemExit(f"neither {confirmed} nor {ablated} exists: run confirm or ablate for {args.row} first")
+    seeds = ([r["seed"] for r in json.loads(confirmed.read_text())["runs"]] if confirmed.exists()
+             else [json.loads(ablated.read_text())["seed"]])
     dataset, bench, work = load(args.data, log), BenchConfig(warmup=200, runs=2000), Path(args.work)
     runs = []
-    for seed in [r["seed"] for r in confirmed["runs"]]:
+    for seed in seeds:
         stem = work / f"{args.row}-seed{seed}"
         averaged = Path(f"{stem}-int8-flipavg.tflite")
         averaged.write_bytes(convert(flip_averaged(load_keras(stem.with_suffix(".keras"))), "int8",
