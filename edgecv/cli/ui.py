@@ -317,7 +317,8 @@ def show_diagnosis(diagnosis) -> None:
 def show_quantized(done) -> None:
     """``quantize``: the file, its mode and I/O, its size, which tool made it, and a mixed file's int4 layers."""
     io = f", {done.io_type.value} input and output" if done.io_type is not None else ""
-    io += ", flip-averaged: two inferences per image" if done.details.get("flip_average") else ""
+    io += (f", flip-averaged: two inferences per image, {done.details.get('mirror')} mirror"
+           if done.details.get("flip_average") else "")
     show(f"wrote {done.path} ({done.mode.value}{io}, {done.size_bytes / 1024:,.1f} KB, "
          f"gzip {done.gzip_bytes / 1024:,.1f} KB; made by {done.details.get('made_by')})")
     mixed = done.details.get("mixed")

@@ -51,16 +51,18 @@ def quantize_file(model_path: Path, out: Path, mode: QuantMode = QuantMode.INT8,
                           "--mode mixed, which choose layers by name")
     _check_mixed_io((mode,), io_type)
     model = load_keras(model_path)
+    mirror = None
     if flip_average:
-        from edgecv.compress.flip import flip_averaged
+        from edgecv.compress.flip import flip_averaged, mirror_for
 
-        model = flip_averaged(model)
+        mirror = mirror_for(model)
+        model = flip_averaged(model, mirror)
     calibration = dataset = None
     if mode in (QuantMode.INT8, QuantMode.INT16X8, QuantMode.MIXED):
         dataset = load(data, on_progress, image_size=image_size)
         check_fits(model, dataset, model_path)
         calibration = calibration_images(dataset, calibration_samples, seed)
-    details: dict = {"flip_average": True} if flip_average else {}
+    details: dict = {"flip_average": True, "mirror": mirror.value} if flip_average else {}
     if keep_float:
         content = convert_keep_float(model, calibration, list(keep_float))
         details["made_by"] = converter_name()

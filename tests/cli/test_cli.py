@@ -289,7 +289,7 @@ def test_quantize_flip_average_writes_its_own_file_and_refuses_layer_choices(tmp
     done = run("quantize", model, "--flip-average", "--data", image_folder)
     assert done.exit_code == 0, done.output
     assert (tmp_path / "m_int8_flipavg.tflite").is_file() and not (tmp_path / "m_int8.tflite").exists()
-    assert "two inferences per image" in done.stdout
+    assert "two inferences per image" in done.stdout and "mirror" in done.stdout
     assert_one_line_error(run("quantize", model, "--flip-average", "--mode", "mixed", "--data", image_folder), 2,
                           "does not combine with --keep-float or --mode mixed")
 

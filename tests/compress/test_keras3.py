@@ -364,3 +364,20 @@ def test_a_broken_graph_is_refused_instead_of_looping(k3, tmp_path):
     with pytest.raises(DataError, match=r"layer 'concatenate(_\d+)?' \(Concatenate\) cannot be rebuilt in tf-keras: "
                                         r"its input is a layer call the graph does not contain"):
         rebuild(broken)
+
+
+@pytest.mark.parametrize("mirror", ["matrix", "reverse"])
+def test_a_keras3_model_is_flip_averaged_in_keras3_and_converts(k3, mirror):
+    from edgecv._tf import is_keras3_model
+    from edgecv.compress.flip import flip_averaged
+    from edgecv.compress.quantize import convert
+    from edgecv.runtime import TFLiteModel, find_runtime
+
+    model = load_keras(k3 / "hard.keras")
+    averaged = flip_averaged(model, mirror)
+    assert is_keras3_model(averaged)
+    x = np.load(k3 / "hard.npz")["x"]
+    expected = (model.predict(x, verbose=0) + model.predict(x[:, :, ::-1], verbose=0)) / 2
+    np.testing.assert_allclose(averaged.predict(x, verbose=0), expected, atol=1e-5)
+    scores = TFLiteModel(content=convert(averaged, "float32"), runtime=find_runtime()).scores(x)
+    np.testing.assert_allclose(scores, expected, atol=1e-4)
