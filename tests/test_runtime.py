@@ -71,6 +71,42 @@ def test_latency_summary_is_ordered_and_counts_runs(tiny_tflite, tiny_dataset):
     assert steps[-1] == (60, 60)
 
 
+class _Logged:
+    """A real interpreter that notes, in a shared log, each timed invoke (set_input marks them all)."""
+
+    def __init__(self, model, name, log):
+        self.model, self.name, self.log = model, name, log
+
+    def set_input(self, one):
+        self.model.set_input(one)
+
+    def invoke(self):
+        self.log.append(self.name)
+        self.model.invoke()
+
+
+def test_models_timed_in_turns_rotate_their_order_round_by_round(tiny_tflite, tiny_dataset):
+    log = []
+    models = [rt.TFLiteModel(tiny_tflite[mode]) for mode in ("float32", "int8")]
+    prepared = [m.prepare(tiny_dataset.x_test[:10]) for m in models]
+    logged = [_Logged(m, name, log) for m, name in zip(models, "ab")]
+    results = rt.measure_latency_in_turns(logged, prepared, rounds=4, runs=5, warmup=2)
+    timed = log[4:]  # after two warm-up invokes each
+    blocks = ["".join(timed[i:i + 5]) for i in range(0, len(timed), 5)]
+    assert blocks == ["aaaaa", "bbbbb", "bbbbb", "aaaaa", "aaaaa", "bbbbb", "bbbbb", "aaaaa"]
+    for r in results:
+        assert r["runs"] == 20 and r["rounds"] == 4 and len(r["round_p50_ms"]) == 4
+        assert 0 < r["p50_ms"] <= r["p99_ms"] and min(r["round_p50_ms"]) > 0
+    with pytest.raises(ValueError, match="one prepared input array per model"):
+        rt.measure_latency_in_turns(models, prepared[:1])
+
+
+def test_turn_ratio_is_the_median_of_the_per_round_ratios():
+    candidate = {"round_p50_ms": [1.0, 3.0, 2.0, 8.0]}
+    reference = {"round_p50_ms": [2.0, 2.0, 2.0, 2.0]}
+    assert rt.turn_ratio(candidate, reference) == {"ratio": 1.25, "lowest": 0.5, "highest": 4.0, "rounds": 4}
+
+
 def test_weight_stats_skip_shape_constants_and_read_float16(tiny_dataset):
     from edgecv._tf import keras
     from edgecv.compress.quantize import calibration_images, convert

@@ -266,6 +266,52 @@ def measure_latency(model, prepared, warmup=10, runs=200, on_step=None):
     return result
 
 
+def measure_latency_in_turns(models, prepared, rounds=10, runs=200, warmup=50):
+    """Several models timed in turns, so that a ratio between them is fair on a host whose speed drifts.
+
+    A shared or throttled CPU can run one file 1.7x slower in one process than in the next (measured: the
+    MLPerf int8 file at 0.082 and 0.146 ms p50), so timing A, then B, then dividing can mislead. Here each
+    round times every model for ``runs`` invokes, in an order rotated from round to round, and a ratio is
+    taken round by round (see ``turn_ratio``). ``prepared[i]`` are inputs in ``models[i]``'s layout.
+
+    Returns one summary per model over all its timed runs, each with ``round_p50_ms``.
+    """
+    if len(models) != len(prepared) or not models:
+        raise ValueError("one prepared input array per model, and at least one model")
+    for model, inputs in zip(models, prepared):
+        for i in range(warmup):
+            model.set_input(inputs[i % len(inputs)])
+            model.invoke()
+    times = [[] for _ in models]
+    p50s = [[] for _ in models]
+    for r in range(rounds):
+        order = [(r + j) % len(models) for j in range(len(models))]
+        for m in order:
+            model, inputs = models[m], prepared[m]
+            one = []
+            for i in range(runs):
+                model.set_input(inputs[i % len(inputs)])
+                start = time.perf_counter()
+                model.invoke()
+                one.append(time.perf_counter() - start)
+            times[m].extend(one)
+            p50s[m].append(float(np.percentile(one, 50)) * 1000.0)
+    out = []
+    for m in range(len(models)):
+        result = summarize(times[m])
+        result.update(warmup=int(warmup), rounds=int(rounds), round_p50_ms=p50s[m])
+        out.append(result)
+    return out
+
+
+def turn_ratio(candidate, reference):
+    """``candidate``'s p50 over ``reference``'s, both from ``measure_latency_in_turns``: the median of the
+    per-round ratios, with their lowest and highest, which say how much the host drifted."""
+    ratios = np.asarray(candidate["round_p50_ms"]) / np.asarray(reference["round_p50_ms"])
+    return {"ratio": float(np.median(ratios)), "lowest": float(ratios.min()), "highest": float(ratios.max()),
+            "rounds": int(len(ratios))}
+
+
 def measure_accuracy(model, prepared, labels, on_step=None):
     """Top-1 accuracy, one image at a time as on a device; returns (accuracy, predicted labels)."""
     predictions = np.empty(len(prepared), dtype=np.int64)
