@@ -4,11 +4,12 @@ Averaging a classifier's output over an image and its horizontal mirror is the c
 and on a device it is two inferences. Built into the graph, the ``.tflite`` does both with shared weights, so
 whatever times or scores the file (``benchmark``, ``check``, a device script) counts the second inference too.
 
-The mirror itself comes in two forms. REVERSE_V2 is free of arithmetic but XNNPACK does not run it, so the
-graph splits into delegate partitions around it; on a 6.4M-MAC CIFAR net that split made the averaged file cost
-2.7x the plain one. A permutation matrix (TRANSPOSE, FULLY_CONNECTED with a reversed identity, TRANSPOSE) keeps
-every op but the softmaxes in XNNPACK, is exact in int8 (one weight of 1 per output channel), and brought that
-cost to 2.15x; its arithmetic grows with the width squared, so large images keep REVERSE_V2.
+The mirror comes in two forms. REVERSE_V2 is free of arithmetic, but neither XNNPACK nor the Edge TPU runs it:
+on an Edge TPU everything after it would fall back to the CPU. A permutation matrix (TRANSPOSE, FULLY_CONNECTED
+with a reversed identity, TRANSPOSE) maps to both, and is exact in int8 (one weight of 1 per output channel).
+On an x86 CPU both cost the same (2.08x and 2.10x the plain file's p50 for a 6.4M-MAC CIFAR net, timed in
+turns): the split XNNPACK graph is cheap there. The matrix's arithmetic grows with the width squared, so wide
+images keep REVERSE_V2 unless asked.
 """
 
 from __future__ import annotations
@@ -43,9 +44,10 @@ def flip_averaged(model, mirror: Mirror | str = Mirror.AUTO):
     return k.Model(inputs, outputs, name=f"{model.name}_flip_averaged")
 
 
-def mirror_for(model, mirror: Mirror | str = Mirror.AUTO) -> Mirror:
-    """The mirror ``flip_averaged`` builds: AUTO resolves by the matrix's share of the model's work. A model
-    without a fixed width (or not NHWC) gets REVERSE_V2, which needs no size."""
+def mirror_for(model, mirror: Mirror | str = Mirror.AUTO, edgetpu: bool = False) -> Mirror:
+    """The mirror ``flip_averaged`` builds: AUTO resolves by the matrix's share of the model's work, or to the
+    matrix whatever its share for an Edge TPU, which cannot run REVERSE_V2. A model without a fixed width (or
+    not NHWC) gets REVERSE_V2, which needs no size."""
     mirror = Mirror(mirror)
     shape = model.input_shape
     if len(shape) != 4 or shape[2] is None or shape[3] is None:
@@ -54,6 +56,8 @@ def mirror_for(model, mirror: Mirror | str = Mirror.AUTO) -> Mirror:
         return Mirror.REVERSE
     if mirror is not Mirror.AUTO:
         return mirror
+    if edgetpu:
+        return Mirror.MATRIX
     from edgecv.measure.macs import total_macs
 
     try:

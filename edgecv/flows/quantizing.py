@@ -55,7 +55,7 @@ def quantize_file(model_path: Path, out: Path, mode: QuantMode = QuantMode.INT8,
     if flip_average:
         from edgecv.compress.flip import flip_averaged, mirror_for
 
-        mirror = mirror_for(model)
+        mirror = mirror_for(model, edgetpu=io_type is IOType.UINT8)  # uint8 input and output: the Edge TPU's
         model = flip_averaged(model, mirror)
     calibration = dataset = None
     if mode in (QuantMode.INT8, QuantMode.INT16X8, QuantMode.MIXED):

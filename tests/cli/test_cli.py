@@ -290,6 +290,10 @@ def test_quantize_flip_average_writes_its_own_file_and_refuses_layer_choices(tmp
     assert done.exit_code == 0, done.output
     assert (tmp_path / "m_int8_flipavg.tflite").is_file() and not (tmp_path / "m_int8.tflite").exists()
     assert "two inferences per image" in done.stdout and "mirror" in done.stdout
+    # for the Edge TPU the mirror is the matrix, which it runs, whatever its share of the work
+    edgetpu = run("quantize", model, "--flip-average", "--io-type", "uint8", "--data", image_folder)
+    assert edgetpu.exit_code == 0 and "matrix mirror" in edgetpu.stdout, edgetpu.output
+    assert (tmp_path / "m_int8_uint8_io_flipavg.tflite").is_file()
     assert_one_line_error(run("quantize", model, "--flip-average", "--mode", "mixed", "--data", image_folder), 2,
                           "does not combine with --keep-float or --mode mixed")
 

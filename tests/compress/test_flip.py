@@ -3,6 +3,7 @@ import pytest
 
 from edgecv.compress.flip import MATRIX_SHARE, Mirror, flip_averaged, matrix_macs, mirror_for
 from edgecv.compress.quantize import calibration_images, convert
+from edgecv.device.edgetpu import static_report
 from edgecv.measure.macs import total_macs
 from edgecv.runtime import TFLiteModel, delegation, find_runtime
 
@@ -40,6 +41,7 @@ def test_auto_takes_the_matrix_only_when_it_is_a_small_share_of_the_work(tiny_tr
     wide = k.Model(wide_in, k.layers.Dense(2)(k.layers.GlobalAveragePooling2D()(k.layers.Conv2D(4, 1)(wide_in))))
     assert matrix_macs(wide.input_shape) > MATRIX_SHARE * total_macs(wide)
     assert mirror_for(wide) is Mirror.REVERSE and mirror_for(wide, "matrix") is Mirror.MATRIX
+    assert mirror_for(wide, edgetpu=True) is Mirror.MATRIX  # REVERSE_V2 would leave the Edge TPU at the first op
     # many convolutions over a narrow one: the matrix is a rounding error
     narrow_in = k.Input((16, 16, 3))
     x = narrow_in
@@ -49,14 +51,14 @@ def test_auto_takes_the_matrix_only_when_it_is_a_small_share_of_the_work(tiny_tr
     assert mirror_for(narrow) is Mirror.MATRIX
     any_in = k.Input((None, None, 3))
     any_size = k.Model(any_in, k.layers.GlobalAveragePooling2D()(any_in))
-    assert mirror_for(any_size) is Mirror.REVERSE
+    assert mirror_for(any_size) is Mirror.REVERSE and mirror_for(any_size, edgetpu=True) is Mirror.REVERSE
     with pytest.raises(ValueError, match="fixed image width"):
         mirror_for(any_size, Mirror.MATRIX)
 
 
 @pytest.mark.parametrize("mirror", [Mirror.MATRIX, Mirror.REVERSE])
 def test_flip_averaged_int8_file_runs_both_inferences_with_one_copy_of_the_weights(tiny_trained, tiny_dataset,
-                                                                                    mirror):
+                                                                                    mirror, tmp_path):
     calibration = calibration_images(tiny_dataset, 50)
     plain = convert(tiny_trained.model, "int8", calibration)
     averaged = convert(flip_averaged(tiny_trained.model, mirror), "int8", calibration)
@@ -65,11 +67,18 @@ def test_flip_averaged_int8_file_runs_both_inferences_with_one_copy_of_the_weigh
     assert ops.count("CONV_2D") == 4  # seed-cnn's two convolutions, twice
     assert len(averaged) < 1.2 * len(plain)
     placed = delegation(file.interpreter)
+    (tmp_path / "m.tflite").write_bytes(averaged)
+    (tmp_path / "plain.tflite").write_bytes(plain)
+    assert static_report(tmp_path / "plain.tflite").fully_mapped
+    edgetpu = static_report(tmp_path / "m.tflite")
     if mirror is Mirror.REVERSE:
         assert placed["fallback_ops"].get("REVERSE_V2") == 1
-    else:  # the mirror runs in XNNPACK: only the softmaxes stay on TFLite's own kernels
+        assert not edgetpu.fully_mapped  # the first op leaves the Edge TPU, and every op after it
+        assert edgetpu.cpu_ops == len([op for op in ops if op != "DELEGATE"])
+    else:  # the mirror runs in XNNPACK (only the softmaxes stay on TFLite's own kernels) and on an Edge TPU
         assert "REVERSE_V2" not in ops and ops.count("TRANSPOSE") == 2
         assert placed["delegated_by_op"]["TRANSPOSE"] == 2 and set(placed["fallback_ops"]) <= {"SOFTMAX"}
+        assert edgetpu.fully_mapped
     x = tiny_dataset.x_test[:16].astype(np.float32)
     # scores, not top-1: the synthetic classes are places, and left and right swap under a mirror, so the
     # averaged model has exact ties between them that int8 rounding may break either way
