@@ -20,7 +20,8 @@ a teacher for the first half of the clock and the student on its soft targets fo
 ``table``: the ablation rows so far as Markdown. ``confirm``: the chosen row for each seed at the full budget,
 the MLPerf reference int8 file timed in the same run, and the issue's targets judged as ratios from that run.
 ``flip``: each confirmed seed's model (or the ablated one's, without a confirm run in ``--out``) with test-time
-flip averaging built into its int8 file, timed beside it.
+flip averaging built into its int8 file with each mirror (REVERSE_V2, or the matrix an Edge TPU also runs),
+timed in rotating turns with the plain file and the MLPerf reference.
 Results go to ``benchmarks/results/edge_frontier/``.
 """
 
@@ -343,13 +344,16 @@ def confirm(args) -> None:
 
 def flip(args) -> None:
     """Test-time flip averaging of each confirmed seed's model, built into its int8 file (two inferences per
-    image), timed beside the plain int8 file and the MLPerf reference in the same process."""
+    image) in each layout ``flip_averaged`` builds, scored on the full test set, then timed with the plain int8
+    file and the MLPerf reference in rotating turns (``measure_latency_in_turns``), so that each ratio to the
+    reference is taken round by round on the same host at the same moment."""
     from edgecv.compress.export import load_keras
-    from edgecv.compress.flip import flip_averaged
+    from edgecv.compress.flip import Mirror, flip_averaged
     from edgecv.compress.quantize import calibration_images, convert
     from edgecv.config import BenchConfig
     from edgecv.data.datasets import load
     from edgecv.measure.benchmark import benchmark_tflite, find_runtime, host_environment
+    from edgecv.runtime import TFLiteModel, measure_latency_in_turns, turn_ratio
 
     threads(args.threads)
     confirmed, ablated = Path(args.out) / f"confirm-{args.row}.json", Path(args.out) / f"ablation-{args.row}.json"
@@ -357,26 +361,41 @@ def flip(args) -> None:
         raise SystemExit(f"neither {confirmed} nor {ablated} exists: run confirm or ablate for {args.row} first")
     seeds = ([r["seed"] for r in json.loads(confirmed.read_text())["runs"]] if confirmed.exists()
              else [json.loads(ablated.read_text())["seed"]])
-    dataset, bench, work = load(args.data, log), BenchConfig(warmup=200, runs=2000), Path(args.work)
+    dataset, work, runtime = load(args.data, log), Path(args.work), find_runtime()
+    bench = BenchConfig(warmup=10, runs=10)  # accuracy and the file's facts; latency comes from the turns
+    layouts = {"int8_flip_reverse": dict(mirror=Mirror.REVERSE), "int8_flip_matrix": dict(mirror=Mirror.MATRIX)}
     runs = []
     for seed in seeds:
         stem = work / f"{args.row}-seed{seed}"
-        averaged = Path(f"{stem}-int8-flipavg.tflite")
-        averaged.write_bytes(convert(flip_averaged(load_keras(stem.with_suffix(".keras"))), "int8",
-                                     calibration_images(dataset, 200, seed)))
-        one = {"seed": seed}
-        for name, path in (("int8", f"{stem}-int8.tflite"), ("int8_flip_average", averaged),
-                           ("reference_int8", args.reference)):
+        model, calibration = load_keras(stem.with_suffix(".keras")), calibration_images(dataset, 200, seed)
+        files = {"int8": Path(f"{stem}-int8.tflite")}
+        for name, layout in layouts.items():
+            files[name] = Path(f"{stem}-{name.replace('_', '-')}.tflite")
+            files[name].write_bytes(convert(flip_averaged(model, **layout), "int8", calibration))
+        files["reference_int8"] = Path(args.reference)
+        one = {"seed": seed, "layouts": {name: {k: str(getattr(v, "value", v)) for k, v in layout.items()}
+                                         for name, layout in layouts.items()}}
+        for name, path in files.items():
             one[name] = asdict(benchmark_tflite(path, dataset, bench, log, name=f"seed {seed} {name}",
-                                                runtime=find_runtime()))
+                                                runtime=runtime))
+        models = [TFLiteModel(path, runtime=runtime) for path in files.values()]
+        timed = measure_latency_in_turns(models, [m.prepare(dataset.x_test[:500]) for m in models],
+                                         rounds=args.rounds, runs=args.round_runs, warmup=200)
+        reference = timed[-1]
+        for name, latency in zip(files, timed):
+            one[name]["latency"] = latency
+            one[name]["ratio_to_reference"] = turn_ratio(latency, reference)
+            one[name]["ratio_to_int8"] = turn_ratio(latency, timed[0])
         runs.append(one)
     record = {"command": " ".join(["python benchmarks/edge_frontier_cifar10.py", *sys.argv[1:]]),
-              "environment": host_environment(find_runtime(), 1), "row": args.row, "runs": runs}
+              "environment": host_environment(runtime, 1), "row": args.row, "runs": runs}
     write(Path(args.out) / f"flip-{args.row}.json", record)
     for r in runs:
-        ratio = r["int8_flip_average"]["latency"]["p50_ms"] / r["reference_int8"]["latency"]["p50_ms"]
-        print(f"seed {r['seed']}: int8 {100 * r['int8']['accuracy']:.2f} %, flip-averaged "
-              f"{100 * r['int8_flip_average']['accuracy']:.2f} % at {ratio:.2f}x the MLPerf int8 p50")
+        for name in ("int8", *layouts):
+            ratio, over_int8 = r[name]["ratio_to_reference"], r[name]["ratio_to_int8"]["ratio"]
+            print(f"seed {r['seed']} {name}: {100 * r[name]['accuracy']:.2f} %, p50 {r[name]['latency']['p50_ms']:.4f}"
+                  f" ms, {over_int8:.2f}x int8, {ratio['ratio']:.2f}x the MLPerf int8 p50 "
+                  f"({ratio['lowest']:.2f}-{ratio['highest']:.2f} over {ratio['rounds']} rounds)")
 
 
 def judge(runs: list[dict], minutes: float) -> list[dict]:
@@ -413,6 +432,8 @@ def main() -> None:
     parser.add_argument("--work", default="runs/edge-frontier", help="trained models and .tflite files")
     parser.add_argument("--out", default=str(OUT), help="results (JSON, Markdown)")
     parser.add_argument("--resume", action="store_true", help="confirm: keep seeds already in the results")
+    parser.add_argument("--rounds", type=int, default=20, help="flip: rounds of timing in turns")
+    parser.add_argument("--round-runs", type=int, default=1000, help="flip: timed invokes per model and round")
     parser.add_argument("--reserve", type=float, default=0.5,
                         help="confirm: minutes of the budget kept for saving and converting, not training")
     parser.add_argument("--child", help=argparse.SUPPRESS)
