@@ -7,7 +7,7 @@ whatever times or scores the file (``benchmark``, ``check``, a device script) co
 The mirror comes in two forms. REVERSE_V2 is free of arithmetic, but neither XNNPACK nor the Edge TPU runs it:
 on an Edge TPU everything after it would fall back to the CPU. A permutation matrix (TRANSPOSE, FULLY_CONNECTED
 with a reversed identity, TRANSPOSE) maps to both, and is exact in int8 (one weight of 1 per output channel).
-On an x86 CPU both cost the same (2.08x and 2.10x the plain file's p50 for a 6.4M-MAC CIFAR net, timed in
+On an x86 CPU both cost about the same (2.01x and 2.11x the plain file's p50 for a 6.4M-MAC CIFAR net, timed in
 turns): the split XNNPACK graph is cheap there. The matrix's arithmetic grows with the width squared, so wide
 images keep REVERSE_V2 unless asked.
 """
