@@ -344,7 +344,7 @@ def confirm(args) -> None:
 
 def flip(args) -> None:
     """Test-time flip averaging of each confirmed seed's model, built into its int8 file (two inferences per
-    image) in each layout ``flip_averaged`` builds, scored on the full test set, then timed with the plain int8
+    image) with each mirror ``flip_averaged`` builds, scored on the full test set, then timed with the plain int8
     file and the MLPerf reference in rotating turns (``measure_latency_in_turns``), so that each ratio to the
     reference is taken round by round on the same host at the same moment."""
     from edgecv.compress.export import load_keras
