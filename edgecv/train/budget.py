@@ -80,7 +80,8 @@ def plan_callback(plan: BudgetPlan, started: float, total_steps, evaluate_epoch=
                 if self.epoch == 0:  # not one epoch fits: say what would, from the steps so far
                     self._too_small((time.perf_counter() - self.epoch_start) / (batch + 1) * steps)
                 self.model.stop_training = True
-                plan.cut_off = True
+                # the planned last step, a moment late, is the plan holding; anything earlier is a cut
+                plan.cut_off = plan.cut_off or not (batch == steps - 1 and self.epoch + 1 >= plan.epochs)
             probe_end = min(SKIP_STEPS + PROBE_STEPS, steps - 1)
             if self.epoch == 0 and batch == probe_end:
                 timed = max(1, batch - min(SKIP_STEPS, steps - 1) + 1)

@@ -25,13 +25,29 @@ def test_schedule_follows_the_planned_total():
     assert float(rate(1000)) > 0.04
 
 
+@pytest.mark.parametrize("batch, planned, cut", [(9, 2, False), (4, 2, True), (9, 3, True)])
+def test_a_late_last_step_is_the_plan_holding_and_anything_earlier_a_cut(batch, planned, cut):
+    """The deadline passing at the planned last step is not a cut-off; inside an epoch, or before the last
+    planned epoch, it is."""
+    from edgecv._tf import keras, tf
+    from edgecv.train.budget import BudgetPlan, plan_callback
+
+    plan = BudgetPlan(budget_seconds=1.0, steps_per_epoch=10, epochs=planned)
+    callback = plan_callback(plan, started=time.perf_counter() - 5.0, total_steps=tf().Variable(0))  # past due
+    callback.set_model(keras().Sequential([keras().layers.Input((1,)), keras().layers.Dense(1)]))
+    callback.on_train_begin()
+    callback.on_epoch_begin(1)  # the second epoch: past the first, where a missed deadline means "too small"
+    callback.on_train_batch_end(batch)
+    assert callback.model.stop_training and plan.cut_off is cut
+
+
 @pytest.mark.slow  # 20 s of real training, and a clock that a busy CPU stretches
 def test_a_budgeted_run_ends_on_time_at_the_end_of_its_schedule(tiny_dataset):
     from edgecv.data.datasets import Dataset
     from edgecv.train.fit import train
 
-    d = tiny_dataset  # eight copies per epoch: epochs long enough that a scheduler hiccup is small beside one
-    tiny_dataset = Dataset(np.concatenate([d.x_train] * 8), np.concatenate([d.y_train] * 8), d.x_test, d.y_test,
+    d = tiny_dataset  # sixteen copies per epoch: epochs long enough that a scheduler hiccup is small beside one
+    tiny_dataset = Dataset(np.concatenate([d.x_train] * 16), np.concatenate([d.y_train] * 16), d.x_test, d.y_test,
                            d.classes, d.source, d.kind)
 
     budget = 20.0  # seconds
