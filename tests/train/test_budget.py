@@ -100,7 +100,10 @@ def test_one_minute_smoke_run_on_real_images(shared_cifar):
     config = recipe_config(Recipe.EDGE, arch=Arch.RESNET8, budget_minutes=1.0)
     result = train(dataset, config, started=start)
     wall = time.perf_counter() - start
-    assert wall <= 60 + 5, wall  # 5 s margin for the final 1,000-image evaluation
+    seen = f"wall {wall:.1f} s, last epoch ended at {result.plan.epoch_ends[-1]:.1f} s"
+    assert result.plan.epoch_ends[-1] <= 60, seen  # training ended within its budget
+    # then the final 1,000-image evaluation, which traces a graph of its own: seconds, more on a slow host
+    assert wall <= 60 + 20, seen
     assert result.plan.epochs >= 1 and len(result.history["loss"]) == result.plan.epochs
     assert result.test_accuracy > 0.2  # chance is 0.1
     assert np.isfinite(result.history["loss"][-1])
