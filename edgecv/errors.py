@@ -53,8 +53,12 @@ def note_interrupt(signum: int) -> None:
     _interrupts.append(signum)
 
 
+def interrupt_noted() -> bool:
+    return bool(_interrupts)
+
+
 def check_interrupt() -> None:
     """Re-raises a Ctrl-C or SIGTERM that native code (the TFLite converter, an interpreter) turned into an
     ordinary error: a stage boundary that keeps failed rows must not swallow the user's interrupt."""
-    if _interrupts:
+    if interrupt_noted():
         raise KeyboardInterrupt

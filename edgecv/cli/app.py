@@ -16,7 +16,7 @@ import typer
 from typer.core import TyperCommand, TyperGroup
 
 from edgecv.cli import compress, device, flows, imx500, measure, train, ui
-from edgecv.errors import EdgecvError, ExitCode, check_interrupt, note_interrupt
+from edgecv.errors import EdgecvError, ExitCode, check_interrupt, interrupt_noted, note_interrupt
 
 
 class _FlagsShowNoValue:
@@ -72,17 +72,19 @@ def cli_errors(fn):
             result = fn(*args, **kwargs)
             check_interrupt()  # an interrupt that native code swallowed still ends the command as one
             return result
-        except EdgecvError as e:
-            try:
-                check_interrupt()
-            except KeyboardInterrupt:
-                ui.error("interrupted")
-                raise typer.Exit(ExitCode.INTERRUPTED) from None
-            ui.error(str(e))
-            raise typer.Exit(e.exit_code) from None
         except KeyboardInterrupt:
             ui.error("interrupted")
             raise typer.Exit(ExitCode.INTERRUPTED) from None
+        except Exception as e:
+            # After a signal, whatever native code raised instead (a pybind11 RuntimeError, a TF error) is the
+            # interrupt; without one, only edgecv's own errors become a line, and a bug keeps its traceback.
+            if interrupt_noted():
+                ui.error("interrupted")
+                raise typer.Exit(ExitCode.INTERRUPTED) from None
+            if not isinstance(e, EdgecvError):
+                raise
+            ui.error(str(e))
+            raise typer.Exit(e.exit_code) from None
 
     return wrapper
 

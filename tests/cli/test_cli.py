@@ -375,3 +375,29 @@ def test_an_image_size_the_data_cannot_be_resized_to_is_one_line(tmp_path, image
     result = run("quantize", model, "--data", image_folder, "--image-size", 24)
     assert result.exit_code == 0, result.output
     assert target.is_file() and not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def _app_raising(error):
+    import typer
+
+    from edgecv.cli.app import cli_errors
+
+    def boom():
+        raise error
+
+    tiny = typer.Typer()
+    tiny.command()(cli_errors(boom))
+    return tiny
+
+
+def test_an_error_native_code_raised_for_a_signal_is_the_interrupt(monkeypatch):
+    from edgecv import errors
+
+    # what TensorFlow's pybind11 layer raised when SIGTERM landed inside its Python callback
+    native = RuntimeError("MISMATCH of original and normalized active exception types")
+    monkeypatch.setattr(errors, "_interrupts", [15])
+    result = runner.invoke(_app_raising(native), [])
+    assert_one_line_error(result, 130, "interrupted")
+    monkeypatch.setattr(errors, "_interrupts", [])
+    result = runner.invoke(_app_raising(native), [])
+    assert result.exit_code == 1 and result.exception is native  # without a signal, a bug keeps its traceback
