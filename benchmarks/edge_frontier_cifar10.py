@@ -11,7 +11,7 @@ Usage:
     python benchmarks/edge_frontier_cifar10.py flip --data ../shared/datasets/cifar10-jpg \\
         --reference ../shared/models/mlperf-tiny-resnet8/pretrainedResnet_quant.tflite --row edge2
     python benchmarks/edge_frontier_cifar10.py layouts \\
-        --reference ../shared/models/mlperf-tiny-resnet8/pretrainedResnet_quant.tflite --widths 24,48,64 16,32,80
+        --reference ../shared/models/mlperf-tiny-resnet8/pretrainedResnet_quant.tflite --widths 24,48,64 16,32,256:1
 
 ``throughput``: training images/s of patchnet beside resnet8, and of the throughput switches (batch size, op
 determinism, oneDNN, bfloat16), each in its own process so that one setting cannot leak into the next.
@@ -77,6 +77,9 @@ ROWS = {  # name: (what changes, TrainConfig overrides of the edge recipe [, tea
     # pixels are many, the parameters moved to block 2 (int8 0.30x the MLPerf p50 here, flip-averaged 0.62-0.64x)
     "slim80": ("edge2 + widths (16, 32, 80): 4.2M MACs against 6.4M, the parameters moved to 8x8 and 4x4",
                dict(arch=Arch.PATCHNET, recipe=Recipe.EDGE2, widths=(16, 32, 80))),
+    # capacity within 100k parameters: block 2 depthwise-separable buys 256 channels for slim80's 96,426 parameters
+    "sep256": ("edge2 + widths (16, 32, 256), block 2 depthwise-separable (slim80's parameters, 3.2x its channels)",
+               dict(arch=Arch.PATCHNET, recipe=Recipe.EDGE2, widths=(16, 32, 256), separable=1)),
     # what the v3 ablation kept (the one row over +0.2 points against sgd = edge2)
     "edge3": ("patchnet, edge2 recipe with 2-pixel shifts", dict(arch=Arch.PATCHNET, recipe=Recipe.EDGE2, shift=2)),
     # distillation inside the budget: a teacher trains for the first half of the clock, then the student (edge2,
@@ -414,6 +417,7 @@ def layouts(args) -> None:
     from edgecv.compress.flip import Mirror, flip_averaged
     from edgecv.compress.quantize import convert
     from edgecv.measure.benchmark import find_runtime, host_environment
+    from edgecv.measure.macs import total_macs
     from edgecv.runtime import TFLiteModel, measure_latency_in_turns, turn_ratio
     from edgecv.train.models import patchnet
 
@@ -423,13 +427,15 @@ def layouts(args) -> None:
     rows, paths = [], []
     with tempfile.TemporaryDirectory() as tmp:
         for text in args.widths:
-            widths = tuple(int(w) for w in text.split(","))
-            model = patchnet(widths=widths)
+            channels, _, separable = text.partition(":")
+            widths, separable = tuple(int(w) for w in channels.split(",")), int(separable or 0)
+            model = patchnet(widths=widths, separable=separable)
             for flip_averaged_file in (False, True):
-                path = Path(tmp) / f"{text.replace(',', '-')}-{int(flip_averaged_file)}.tflite"
+                path = Path(tmp) / f"{len(paths)}.tflite"
                 built = flip_averaged(model, mirror=Mirror.MATRIX) if flip_averaged_file else model
                 path.write_bytes(convert(built, "int8", calibration))
-                rows.append({"widths": widths, "params": model.count_params(), "flip_averaged": flip_averaged_file})
+                rows.append({"widths": widths, "separable": separable, "params": model.count_params(),
+                             "macs": total_macs(model), "flip_averaged": flip_averaged_file})
                 paths.append(path)
         models = [TFLiteModel(p, runtime=runtime) for p in [*paths, Path(args.reference)]]
         images = rng.integers(0, 256, (100, 32, 32, 3)).astype(np.uint8)
@@ -438,7 +444,8 @@ def layouts(args) -> None:
     for row, latency in zip(rows, timed):
         row.update(p50_ms=latency["p50_ms"], ratio_to_reference=turn_ratio(latency, timed[-1]))
         r = row["ratio_to_reference"]
-        print(f"{row['widths']} {'flip-averaged' if row['flip_averaged'] else 'plain'}, {row['params']:,} params: "
+        print(f"{row['widths']} separable {row['separable']} {'flip-averaged' if row['flip_averaged'] else 'plain'}, "
+              f"{row['params']:,} params, {row['macs'] / 1e6:.2f} MMACs: "
               f"{r['ratio']:.2f}x the MLPerf int8 p50 ({r['lowest']:.2f}-{r['highest']:.2f})")
     write(Path(args.out) / "layouts.json", {
         "command": " ".join(["python benchmarks/edge_frontier_cifar10.py", *sys.argv[1:]]),
@@ -479,7 +486,8 @@ def main() -> None:
     parser.add_argument("--work", default="runs/edge-frontier", help="trained models and .tflite files")
     parser.add_argument("--out", default=str(OUT), help="results (JSON, Markdown)")
     parser.add_argument("--resume", action="store_true", help="confirm: keep seeds already in the results")
-    parser.add_argument("--widths", nargs="+", default=["24,48,64"], help="layouts: patchnet widths, STEM,B1,B2")
+    parser.add_argument("--widths", nargs="+", default=["24,48,64"],
+                        help="layouts: patchnet widths, STEM,B1,B2[:N], N the blocks made depthwise-separable")
     parser.add_argument("--rounds", type=int, default=20, help="flip, layouts: rounds of timing in turns")
     parser.add_argument("--round-runs", type=int, default=1000, help="flip, layouts: timed invokes per model and round")
     parser.add_argument("--reserve", type=float, default=0.5,

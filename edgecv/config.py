@@ -121,6 +121,7 @@ class TrainConfig:
     whiten: bool = False  # a 2x2 patch stem starts as a whitening of the train patches (patchnet)
     widths: tuple[int, ...] = ()  # patchnet's stem and block channels; empty: its own (24, 48, 64)
     late_pool: int = 0  # patchnet: the first this many blocks pool after both convolutions
+    separable: int = 0  # patchnet: the last this many blocks use depthwise-separable convolutions
     distill: float = 0.0  # weight of a teacher's soft targets in the labels (train(teacher=...)); 0: off
     distill_temperature: float = 1.0  # softens the teacher's targets: above 1, runner-up classes weigh more
 
@@ -143,14 +144,17 @@ class TrainConfig:
             raise ConfigError("alternating flips are part of the augmentation: they need the edge recipes")
         if self.whiten and Arch(self.arch) is not Arch.PATCHNET:
             raise ConfigError(f"--whiten needs a 2x2 patch stem (patchnet); {Arch(self.arch).value} has none")
-        if (self.widths or self.late_pool) and Arch(self.arch) is not Arch.PATCHNET:
-            raise ConfigError(f"--widths and --late-pool lay out patchnet; {Arch(self.arch).value} has its own")
+        if (self.widths or self.late_pool or self.separable) and Arch(self.arch) is not Arch.PATCHNET:
+            raise ConfigError(f"--widths, --late-pool and --separable lay out patchnet; {Arch(self.arch).value} "
+                              f"has its own")
         if self.widths and (len(self.widths) < 2 or min(self.widths) < 1):
             raise ConfigError(f"patchnet's widths are a stem and at least one block, each >= 1 channel, "
                               f"got {','.join(map(str, self.widths))}")
         blocks = len(self.widths or PATCHNET_WIDTHS) - 1
         if not 0 <= self.late_pool <= blocks:
             raise ConfigError(f"--late-pool must be in [0, {blocks}] (patchnet's blocks), got {self.late_pool}")
+        if not 0 <= self.separable <= blocks:
+            raise ConfigError(f"--separable must be in [0, {blocks}] (patchnet's blocks), got {self.separable}")
         if not 0.0 <= self.distill <= 1.0:
             raise ConfigError(f"distillation weight must be in [0, 1], got {self.distill}")
         if not self.distill_temperature > 0:

@@ -25,6 +25,8 @@ def test_training_options_are_range_checked(kwargs):
     ({"arch": "patchnet", "widths": (24, 0)}, "a stem and at least one block"),
     ({"arch": "patchnet", "late_pool": 3}, r"in \[0, 2\]"),
     ({"arch": "patchnet", "widths": (8, 16, 16, 16), "late_pool": 4}, r"in \[0, 3\]"),
+    ({"arch": "dscnn", "separable": 1}, "lay out patchnet; dscnn"),
+    ({"arch": "patchnet", "separable": 3}, r"--separable must be in \[0, 2\]"),
 ])
 def test_patchnet_layout_options_are_checked(kwargs, message):
     with pytest.raises(ConfigError, match=message):

@@ -38,6 +38,8 @@ def train(
                                          "channels. Default: 24,48,64."),
     late_pool: int = typer.Option(0, "--late-pool", min=0, help="patchnet: the first N blocks pool after both "
                                   "convolutions (more work at the higher resolution, no more parameters)."),
+    separable: int = typer.Option(0, "--separable", min=0, help="patchnet: the last N blocks use "
+                                  "depthwise-separable convolutions (about 9x the channels per parameter)."),
     teacher: Optional[Path] = typer.Option(None, "--teacher", help="A trained Keras model: its predictions on "
                                            "the train images become soft targets (needs --distill)."),
     distill: float = typer.Option(0.0, "--distill", min=0.0, max=1.0, help="Weight of the teacher's soft "
@@ -63,7 +65,8 @@ def train(
                            budget_minutes=budget_minutes, weight_decay=weight_decay,
                            label_smoothing=label_smoothing, shift=shift, alternate_flips=alternate_flips, ema=ema,
                            whiten=whiten, widths=opt.ints(widths, "--widths") if widths else None,
-                           late_pool=late_pool, distill=distill, distill_temperature=distill_temperature)
+                           late_pool=late_pool, separable=separable, distill=distill,
+                           distill_temperature=distill_temperature)
     job = TrainJob(config, opt.writable(out, KERAS_SUFFIXES), data, train_limit, test_limit, stream, image_size,
                    cache_dir, teacher)
     with ui.ProgressBars(not quiet) as bars:

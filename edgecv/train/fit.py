@@ -90,7 +90,8 @@ def train(
     with scope(config.strategy):
         built = model is None
         if built:
-            model = build(config.arch, dataset.input_shape, dataset.num_classes, config.widths, config.late_pool)
+            model = build(config.arch, dataset.input_shape, dataset.num_classes, config.widths, config.late_pool,
+                          config.separable)
         steps = -(-n_train // config.batch_size)
         if config.budget_minutes is not None:
             from edgecv.train.budget import BudgetPlan, schedule
@@ -182,7 +183,7 @@ def train_stream(root, config: TrainConfig = TrainConfig(), image_size: tuple[in
     test_data = stream_folder(root, "test", image_size, channels, config.batch_size, False, cache_file=cache["test"])
     with scope(config.strategy):
         model = build(config.arch, train_data.input_shape, len(train_data.classes), config.widths,
-                      config.late_pool)
+                      config.late_pool, config.separable)
         compile_model(model, config.optimizer, config.learning_rate)
     start = time.perf_counter()
     history = model.fit(train_data.dataset, epochs=config.epochs, verbose=0, callbacks=[

@@ -12,13 +12,13 @@ from edgecv.errors import ConfigError
 
 
 def build(arch: Arch | str, input_shape: tuple[int, ...], num_classes: int, widths: tuple[int, ...] = (),
-          late_pool: int = 0):
-    """``widths`` and ``late_pool`` lay out patchnet (empty and 0: its defaults); TrainConfig refuses them for
-    the other architectures."""
+          late_pool: int = 0, separable: int = 0):
+    """``widths``, ``late_pool`` and ``separable`` lay out patchnet (empty and 0: its defaults); TrainConfig
+    refuses them for the other architectures."""
     builders = {Arch.SEED_CNN: seed_cnn, Arch.RESNET8: resnet8, Arch.DSCNN: dscnn}
     arch = Arch(arch)
     if arch is Arch.PATCHNET:
-        return patchnet(tuple(input_shape), num_classes, tuple(widths) or PATCHNET_WIDTHS, late_pool)
+        return patchnet(tuple(input_shape), num_classes, tuple(widths) or PATCHNET_WIDTHS, late_pool, separable)
     return builders[arch](tuple(input_shape), num_classes)
 
 
@@ -106,14 +106,16 @@ def dscnn(input_shape: tuple[int, ...] = (32, 32, 3), num_classes: int = 10, wid
 
 
 def patchnet(input_shape: tuple[int, ...] = (32, 32, 3), num_classes: int = 10,
-             widths: tuple[int, ...] = PATCHNET_WIDTHS, late_pool: int = 0):
+             widths: tuple[int, ...] = PATCHNET_WIDTHS, late_pool: int = 0, separable: int = 0):
     """A network laid out for int8 kernels, after airbench's: one cheap layer at full resolution (a 2x2
     stride-2 patch stem, which ``recipe.whiten_stem`` can set to whiten the patches), then blocks of
     conv3x3-BN-ReLU, max-pool 2x2, conv3x3-BN-ReLU, so that the convolutions run at 16x16, 8x8 and 4x4
     instead of 32x32 (XNNPACK pays per output pixel). Global pooling is a MEAN, which XNNPACK runs in int8 (an
     AVERAGE_POOL_2D would leave it for the reference kernel). Convolutions carry no bias: BN follows each.
     ``late_pool``: the first this many blocks pool after both convolutions instead of between them, which
-    spends latency (the second convolution runs at 4x the pixels) without a single parameter."""
+    spends latency (the second convolution runs at 4x the pixels) without a single parameter. ``separable``:
+    the last this many blocks make each convolution depthwise-separable (3x3 depthwise, then 1x1, each
+    BN-ReLU), whose parameters buy about 9x the channels of a full 3x3 at the low resolutions."""
     if min(input_shape[:2]) < 2 ** len(widths):
         raise ConfigError(f"patchnet with {len(widths) - 1} blocks needs images of at least {2 ** len(widths)} "
                           f"pixels a side, got {input_shape[0]}x{input_shape[1]}")
@@ -125,14 +127,22 @@ def patchnet(input_shape: tuple[int, ...] = (32, 32, 3), num_classes: int = 10,
                      kernel_initializer="he_normal", name=name)(x)
         return L.Activation("relu", name=f"{name}_relu")(L.BatchNormalization(name=f"{name}_bn")(x))
 
+    def conv3x3(x, filters, name, separable):
+        if not separable:
+            return conv_bn_relu(x, filters, 3, name)
+        x = L.DepthwiseConv2D(3, padding="same", use_bias=False, name=f"{name}_dw")(x)
+        x = L.Activation("relu", name=f"{name}_dw_relu")(L.BatchNormalization(name=f"{name}_dw_bn")(x))
+        return conv_bn_relu(x, filters, 1, name)
+
     inputs = k.Input(shape=input_shape, name="pixels")
     x = L.Rescaling(1.0 / 255, name="rescale")(inputs)
     x = conv_bn_relu(x, widths[0], 2, "stem", strides=2)
     for i, filters in enumerate(widths[1:], start=1):
-        x = conv_bn_relu(x, filters, 3, f"b{i}_conv1")
+        split = i > len(widths) - 1 - separable
+        x = conv3x3(x, filters, f"b{i}_conv1", split)
         if i > late_pool:
             x = L.MaxPooling2D(2, name=f"b{i}_pool")(x)
-        x = conv_bn_relu(x, filters, 3, f"b{i}_conv2")
+        x = conv3x3(x, filters, f"b{i}_conv2", split)
         if i <= late_pool:
             x = L.MaxPooling2D(2, name=f"b{i}_pool")(x)
     x = L.GlobalAveragePooling2D(name="pool")(x)

@@ -72,6 +72,20 @@ def test_patchnet_late_pool_moves_a_convolution_up_a_resolution_at_no_parameter_
     assert conv_sizes(build("patchnet", (32, 32, 3), 10, late_pool=2)) == [16, 16, 16, 8, 8]
 
 
+def test_patchnet_separable_splits_only_the_last_blocks_convolutions():
+    def kinds(model):
+        return [(type(layer).__name__, layer.output_shape[1]) for layer in model.layers
+                if type(layer).__name__ in ("Conv2D", "DepthwiseConv2D")]
+
+    model = build("patchnet", (32, 32, 3), 10, widths=(16, 32, 256), separable=1)
+    assert kinds(model) == [("Conv2D", 16), ("Conv2D", 16), ("Conv2D", 8),  # stem and block 1 untouched
+                            ("DepthwiseConv2D", 8), ("Conv2D", 8), ("DepthwiseConv2D", 4), ("Conv2D", 4)]
+    assert [layer.kernel_size for layer in model.layers if layer.name in ("b2_conv1", "b2_conv2")] == [(1, 1)] * 2
+    assert model.count_params() <= 100_000  # 256 channels where a full 3x3 block 2 fits 80
+    both = build("patchnet", (32, 32, 3), 10, widths=(16, 32, 64), separable=2)
+    assert [name for name, _ in kinds(both)].count("DepthwiseConv2D") == 4
+
+
 def test_patchnet_widths_set_its_stem_and_blocks():
     model = build("patchnet", (32, 32, 3), 10, widths=(32, 48, 62))
     assert [layer.filters for layer in model.layers if type(layer).__name__ == "Conv2D"] == [32, 48, 48, 62, 62]
