@@ -217,6 +217,8 @@ def test_patchnet_layout_options_are_one_line_errors_before_training(tmp_path, i
                           2, "lay out patchnet; resnet8")
     assert_one_line_error(run("train", "--data", image_folder, "--arch", "patchnet", "--widths", "24,x", "--out",
                               out), 2, "--widths takes comma-separated whole numbers")
+    assert_one_line_error(run("train", "--data", image_folder, "--arch", "patchnet", "--separable", "3", "--out",
+                              out), 2, "--separable must be in [0, 2]")
     assert not out.exists()
 
 
