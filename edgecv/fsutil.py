@@ -11,12 +11,15 @@ import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
-from edgecv.errors import ConfigError
+from edgecv.errors import ConfigError, check_interrupt
 
 
 @contextmanager
 def atomic_path(target: str | os.PathLike):
-    """Yields a temporary path beside ``target``; renames it onto ``target`` only if the block succeeds."""
+    """Yields a temporary path beside ``target``; renames it onto ``target`` only if the block succeeds.
+
+    Nor after a Ctrl-C or SIGTERM that native code swallowed (it ran the handler, then cleared the
+    KeyboardInterrupt): the work goes on, but none of it lands, so a run cannot finish as if not interrupted."""
     target = Path(target)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part" + "".join(target.suffixes[-1:]), dir=target.parent)
     os.close(fd)
@@ -25,6 +28,7 @@ def atomic_path(target: str | os.PathLike):
     os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 would make results private to the writer
     try:
         yield Path(tmp)
+        check_interrupt()
         os.replace(tmp, target)
     except OSError as e:
         if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EROFS):  # the disk's fault, not a bug
