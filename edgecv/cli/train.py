@@ -39,7 +39,7 @@ def train(
     late_pool: int = typer.Option(0, "--late-pool", min=0, help="patchnet: the first N blocks pool after both "
                                   "convolutions (more work at the higher resolution, no more parameters)."),
     separable: int = typer.Option(0, "--separable", min=0, help="patchnet: the last N blocks use "
-                                  "depthwise-separable convolutions (about 9x the channels per parameter)."),
+                                  "depthwise-separable convolutions (about 3x the channels for the same parameters)."),
     teacher: Optional[Path] = typer.Option(None, "--teacher", help="A trained Keras model: its predictions on "
                                            "the train images become soft targets (needs --distill)."),
     distill: float = typer.Option(0.0, "--distill", min=0.0, max=1.0, help="Weight of the teacher's soft "

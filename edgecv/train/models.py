@@ -115,7 +115,7 @@ def patchnet(input_shape: tuple[int, ...] = (32, 32, 3), num_classes: int = 10,
     ``late_pool``: the first this many blocks pool after both convolutions instead of between them, which
     spends latency (the second convolution runs at 4x the pixels) without a single parameter. ``separable``:
     the last this many blocks make each convolution depthwise-separable (3x3 depthwise, then 1x1, each
-    BN-ReLU), whose parameters buy about 9x the channels of a full 3x3 at the low resolutions."""
+    BN-ReLU): about a ninth of a full 3x3's parameters, so about 3x the channels for the same."""
     if min(input_shape[:2]) < 2 ** len(widths):
         raise ConfigError(f"patchnet with {len(widths) - 1} blocks needs images of at least {2 ** len(widths)} "
                           f"pixels a side, got {input_shape[0]}x{input_shape[1]}")
