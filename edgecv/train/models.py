@@ -127,8 +127,8 @@ def patchnet(input_shape: tuple[int, ...] = (32, 32, 3), num_classes: int = 10,
                      kernel_initializer="he_normal", name=name)(x)
         return L.Activation("relu", name=f"{name}_relu")(L.BatchNormalization(name=f"{name}_bn")(x))
 
-    def conv3x3(x, filters, name, separable):
-        if not separable:
+    def conv3x3(x, filters, name, split):
+        if not split:
             return conv_bn_relu(x, filters, 3, name)
         x = L.DepthwiseConv2D(3, padding="same", use_bias=False, name=f"{name}_dw")(x)
         x = L.Activation("relu", name=f"{name}_dw_relu")(L.BatchNormalization(name=f"{name}_dw_bn")(x))
