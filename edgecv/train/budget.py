@@ -21,6 +21,7 @@ SKIP_STEPS = 3
 WARMUP_SHARE = 0.03  # of the planned steps
 RESERVE_SHARE = 0.02  # of the budget, kept for the final evaluation and saving
 SLACK_EPOCHS = 0.25  # a planned epoch may run this much slower than the estimate and still end in time
+SLACK_SECONDS = 0.5  # and at least this much: a pause (a scheduler, a collector) is seconds, not a share of an epoch
 
 
 class BudgetTooSmall(ConfigError):
@@ -109,21 +110,22 @@ def plan_callback(plan: BudgetPlan, started: float, total_steps, evaluate_epoch=
 
         def _too_small(self, epoch_seconds: float):
             """Setting up (data, model, tracing) plus one epoch, plus the reserve: the least that works."""
-            need = ((self.epoch_start - started) + epoch_seconds * 1.1) / (1 - RESERVE_SHARE)
+            slack = max(SLACK_EPOCHS * epoch_seconds, SLACK_SECONDS)
+            need = ((self.epoch_start - started) + epoch_seconds + slack) / (1 - RESERVE_SHARE)
             raise BudgetTooSmall(
                 f"a budget of {plan.budget_seconds / 60:g} minutes cannot finish one epoch here: the smallest "
                 f"that works is about {max(0.1, math.ceil(need / 6) / 10):g} minutes (one epoch takes "
                 f"~{epoch_seconds:.1f} s)")
 
         def _replan(self, done: int, epoch_seconds: float, first: bool = False):
-            left = deadline - time.perf_counter()
+            left = deadline - time.perf_counter() - max(SLACK_EPOCHS * epoch_seconds, SLACK_SECONDS)
             if first:
                 left += time.perf_counter() - self.epoch_start  # the first epoch is under way: count it whole
-                epochs = int((left - SLACK_EPOCHS * epoch_seconds) // epoch_seconds)
+                epochs = int(left // epoch_seconds)
                 if epochs < 1:
                     self._too_small(epoch_seconds)
             else:
-                epochs = done + max(0, int((left - SLACK_EPOCHS * epoch_seconds) // epoch_seconds))
+                epochs = done + max(0, int(left // epoch_seconds))
             if epochs != plan.epochs:
                 plan.epochs = max(epochs, done, 1)
                 plan.plans.append((done, plan.epochs))

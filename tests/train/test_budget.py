@@ -41,16 +41,63 @@ def test_a_late_last_step_is_the_plan_holding_and_anything_earlier_a_cut(batch, 
     assert callback.model.stop_training and plan.cut_off is cut
 
 
-@pytest.mark.slow  # 20 s of real training, and a clock that a busy CPU stretches
+def _drive(monkeypatch, budget: float, seconds_of_epoch, steps: int = 10):
+    """Runs the plan's callback as Keras would, on a clock that moves only by the epochs' given durations."""
+    import types
+
+    import edgecv.train.budget as budget_module
+    from edgecv._tf import keras, tf
+    from edgecv.train.budget import BudgetPlan, plan_callback
+
+    clock = [0.0]
+    monkeypatch.setattr(budget_module, "time", types.SimpleNamespace(perf_counter=lambda: clock[0]))
+    plan = BudgetPlan(budget_seconds=budget, steps_per_epoch=steps, epochs=1)
+    callback = plan_callback(plan, started=0.0, total_steps=tf().Variable(0, dtype=tf().int64))
+    callback.set_model(keras().Sequential([keras().layers.Input((1,)), keras().layers.Dense(1)]))
+    callback.on_train_begin()
+    epoch = 0
+    while not callback.model.stop_training:
+        callback.on_epoch_begin(epoch)
+        for batch in range(steps):
+            callback.on_train_batch_begin(batch)
+            clock[0] += seconds_of_epoch(epoch, plan) / steps
+            callback.on_train_batch_end(batch)
+            if callback.model.stop_training:
+                break
+        callback.on_epoch_end(epoch)  # Keras ends the epoch even when a callback stopped it inside
+        epoch += 1
+    return plan, epoch
+
+
+@pytest.mark.parametrize("case", ["steady", "slowing 3 % an epoch", "a 0.4 s pause in the last epoch"])
+def test_the_plan_ends_in_time_through_a_slowdown_and_a_pause(monkeypatch, case):
+    """~1 s epochs in a 20 s budget: a pause is fixed seconds, so a slack of a quarter epoch alone would not absorb
+    it (the slow tier's budget run was cut off by one)."""
+    epoch_seconds = 20.0 * 0.98 / 18.26  # 17 epochs leave 1.26 of them: a quarter epoch's slack plans an 18th
+
+    def seconds(epoch, plan):
+        if case == "slowing 3 % an epoch":
+            return epoch_seconds * 1.03 ** epoch
+        last = epoch > 5 and epoch + 1 == plan.epochs  # the planned last epoch (the first plan starts at 1)
+        return epoch_seconds + (0.4 if case.startswith("a 0.4 s pause") and last else 0.0)
+
+    plan, ran = _drive(monkeypatch, 20.0, seconds)
+    seen = f"plans {plan.plans}, epoch ends {[round(t, 2) for t in plan.epoch_ends]}"
+    assert not plan.cut_off and ran == plan.epochs, seen
+    assert plan.epoch_ends[-1] <= 20.0 * 0.98, seen
+    assert plan.epoch_ends[-1] >= 20.0 * 0.98 - 2.5, seen  # the time was used: at most ~two epochs left idle
+
+
+@pytest.mark.slow  # 30 s of real training, and a clock that a busy CPU stretches
 def test_a_budgeted_run_ends_on_time_at_the_end_of_its_schedule(tiny_dataset):
     from edgecv.data.datasets import Dataset
     from edgecv.train.fit import train
 
-    d = tiny_dataset  # sixteen copies per epoch: epochs long enough that a scheduler hiccup is small beside one
-    tiny_dataset = Dataset(np.concatenate([d.x_train] * 16), np.concatenate([d.y_train] * 16), d.x_test, d.y_test,
+    d = tiny_dataset  # 32 copies per epoch: ~2 s epochs, long beside a scheduler's pause (1 s ones were not)
+    tiny_dataset = Dataset(np.concatenate([d.x_train] * 32), np.concatenate([d.y_train] * 32), d.x_test, d.y_test,
                            d.classes, d.source, d.kind)
 
-    budget = 20.0  # seconds
+    budget = 30.0  # seconds
     config = TrainConfig(epochs=1, batch_size=32, optimizer=Optimizer.ADAM, learning_rate=3e-3,
                          budget_minutes=budget / 60)
     start = time.perf_counter()
