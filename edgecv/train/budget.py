@@ -24,6 +24,11 @@ SLACK_EPOCHS = 0.25  # a planned epoch may run this much slower than the estimat
 SLACK_SECONDS = 0.5  # and at least this much: a pause (a scheduler, a collector) is seconds, not a share of an epoch
 
 
+def slack_seconds(epoch_seconds: float) -> float:
+    """The time a plan keeps free before the deadline, so that one slow epoch or a pause still ends in time."""
+    return max(SLACK_EPOCHS * epoch_seconds, SLACK_SECONDS)
+
+
 class BudgetTooSmall(ConfigError):
     """Not even one epoch fits."""
 
@@ -110,15 +115,14 @@ def plan_callback(plan: BudgetPlan, started: float, total_steps, evaluate_epoch=
 
         def _too_small(self, epoch_seconds: float):
             """Setting up (data, model, tracing) plus one epoch, plus the reserve: the least that works."""
-            slack = max(SLACK_EPOCHS * epoch_seconds, SLACK_SECONDS)
-            need = ((self.epoch_start - started) + epoch_seconds + slack) / (1 - RESERVE_SHARE)
+            need = ((self.epoch_start - started) + epoch_seconds + slack_seconds(epoch_seconds)) / (1 - RESERVE_SHARE)
             raise BudgetTooSmall(
                 f"a budget of {plan.budget_seconds / 60:g} minutes cannot finish one epoch here: the smallest "
                 f"that works is about {max(0.1, math.ceil(need / 6) / 10):g} minutes (one epoch takes "
                 f"~{epoch_seconds:.1f} s)")
 
         def _replan(self, done: int, epoch_seconds: float, first: bool = False):
-            left = deadline - time.perf_counter() - max(SLACK_EPOCHS * epoch_seconds, SLACK_SECONDS)
+            left = deadline - time.perf_counter() - slack_seconds(epoch_seconds)
             if first:
                 left += time.perf_counter() - self.epoch_start  # the first epoch is under way: count it whole
                 epochs = int(left // epoch_seconds)
