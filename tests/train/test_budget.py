@@ -73,7 +73,10 @@ def _drive(monkeypatch, budget: float, seconds_of_epoch, steps: int = 10):
 def test_the_plan_ends_in_time_through_a_slowdown_and_a_pause(monkeypatch, case):
     """~1 s epochs in a 20 s budget: a pause is fixed seconds, so a slack of a quarter epoch alone would not absorb
     it (the slow tier's budget run was cut off by one)."""
-    epoch_seconds = 20.0 * 0.98 / 18.26  # 17 epochs leave 1.26 of them: a quarter epoch's slack plans an 18th
+    from edgecv.train.budget import RESERVE_SHARE
+
+    deadline = 20.0 * (1 - RESERVE_SHARE)
+    epoch_seconds = deadline / 18.26  # 17 epochs leave 1.26 of them: a quarter epoch's slack plans an 18th
 
     def seconds(epoch, plan):
         if case == "slowing 3 % an epoch":
@@ -84,8 +87,8 @@ def test_the_plan_ends_in_time_through_a_slowdown_and_a_pause(monkeypatch, case)
     plan, ran = _drive(monkeypatch, 20.0, seconds)
     seen = f"plans {plan.plans}, epoch ends {[round(t, 2) for t in plan.epoch_ends]}"
     assert not plan.cut_off and ran == plan.epochs, seen
-    assert plan.epoch_ends[-1] <= 20.0 * 0.98, seen
-    assert plan.epoch_ends[-1] >= 20.0 * 0.98 - 2.5, seen  # the time was used: at most ~two epochs left idle
+    assert plan.epoch_ends[-1] <= deadline, seen
+    assert plan.epoch_ends[-1] >= deadline - 2.5, seen  # the time was used: at most ~two epochs left idle
 
 
 @pytest.mark.slow  # 30 s of real training, and a clock that a busy CPU stretches
